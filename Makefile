@@ -23,7 +23,7 @@ MYPY_PATHS = $(foreach d,$(PY_PATHS),$(if $(shell find $(d) -name '*.py' -print 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: test lint fmt bench clean install deb-packages
+.PHONY: test lint fmt bench run clean install deb-packages
 
 ## test: lint, then the test suite under branch coverage; natcore must stay >= 90 % covered.
 # coverage run exits with pytest's code, so "no tests collected" (5) fails the target like any error.
@@ -48,9 +48,12 @@ fmt: install
 bench: install
 	$(BIN)/python bench/natcore.py
 
-## run: placeholder. The daemon's run command arrives with the UPnP front-end.
-# run: install
-# 	$(BIN)/igd ...
+## run: `igd serve` on loopback only (no root, no real network touched), state in ./state.
+# It prints the description URLs and how to try them (`upnpc -u URL -l`); Ctrl-C stops it.
+# More flags: make run RUN_FLAGS="--external-ip 198.19.0.1 --allow-private-external"
+RUN_FLAGS ?=
+run: install
+	$(BIN)/igd serve --lan lo --state-dir state $(RUN_FLAGS)
 
 ## clean: remove caches and coverage data (keeps .venv).
 clean:

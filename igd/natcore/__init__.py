@@ -4,7 +4,12 @@ The only import path for front-ends. Start with `SharingManager.open(...)`; see 
 """
 
 from igd.natcore.backends.base import AppliedConnection, Backend, Plan
-from igd.natcore.connections import ConnectionSource, StaticConnectionSource, make_connection
+from igd.natcore.connections import (
+    CombinedConnectionSource,
+    ConnectionSource,
+    StaticConnectionSource,
+    make_connection,
+)
 from igd.natcore.errors import (
     BackendError,
     ConflictError,
@@ -80,6 +85,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "Client",
+    "CombinedConnectionSource",
     "ConflictError",
     "ConflictWithOtherMechanismError",
     "Connection",

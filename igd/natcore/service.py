@@ -555,6 +555,10 @@ class SharingManager:
         record = self.records.get(guid)
         return record.firewall if record else False
 
+    def set_policy(self, config: PolicyConfig) -> None:
+        """Replace the policy; it applies to the changes made from now on (existing stay)."""
+        self.policy = Policy(config)
+
     @property
     def firewall_settings(self) -> FirewallSettings:
         return self._firewall

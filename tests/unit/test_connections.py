@@ -421,3 +421,224 @@ def test_dump_assembly_bridged_by_slave_kind_even_when_master_is_filtered_out() 
     ]
     props = _props_from_dump(links, [], frozenset({"v0", "v1", "absent"}))
     assert [(p.ifname, p.bridged) for p in props] == [("v0", True), ("v1", False)]
+
+
+# --- CombinedConnectionSource ------------------------------------------------------------------
+# (imports here: this section is appended to the module)
+
+from igd.natcore import MemoryStore, SharingManager  # noqa: E402
+from igd.natcore.backends.memory import MemoryBackend  # noqa: E402
+from igd.natcore.connections import CombinedConnectionSource  # noqa: E402
+from igd.natcore.errors import BackendError  # noqa: E402
+from igd.natcore.events import ConnectionAdded  # noqa: E402
+
+VIRTUAL = make_connection("wan", addresses=["198.19.0.1/32"])
+
+
+class FailingSource:
+    """A source whose changes() fails after `after` items and whose aclose may fail."""
+
+    def __init__(self, props: tuple[ConnectionProps, ...] = (), *, fail_close: bool = False):
+        self.props = props
+        self.fail_close = fail_close
+        self.closed = False
+        self.release = asyncio.Event()
+
+    async def snapshot(self) -> tuple[ConnectionProps, ...]:
+        return self.props
+
+    async def changes(self) -> AsyncIterator[tuple[ConnectionProps, ...]]:
+        await self.release.wait()
+        raise BackendError("netlink went away")
+        yield ()  # pragma: no cover - makes this an async generator
+
+    async def aclose(self) -> None:
+        self.closed = True
+        if self.fail_close:
+            raise BackendError("close failed")
+
+
+def test_combined_satisfies_the_protocol_and_needs_a_source() -> None:
+    source: ConnectionSource = CombinedConnectionSource([StaticConnectionSource()])
+    assert source is not None
+    with pytest.raises(ValueError, match="at least one"):
+        CombinedConnectionSource([])
+
+
+async def test_combined_snapshot_concatenates_in_source_order() -> None:
+    first, second = StaticConnectionSource([LAN]), StaticConnectionSource([VIRTUAL, WAN])
+    combined = CombinedConnectionSource([first, second])
+    assert combined.sources == (first, second)
+    assert await combined.snapshot() == (LAN, VIRTUAL, WAN)
+
+
+async def test_combined_snapshot_refuses_a_guid_from_two_sources() -> None:
+    combined = CombinedConnectionSource([StaticConnectionSource([LAN])] * 2)
+    with pytest.raises(BackendError, match=r"lan0 .* comes from two sources"):
+        await combined.snapshot()
+
+
+async def test_combined_change_in_any_source_yields_the_merged_set() -> None:
+    first, second = StaticConnectionSource([LAN]), StaticConnectionSource([VIRTUAL])
+    combined = CombinedConnectionSource([first, second])
+    await combined.snapshot()
+    changes = combined.changes()
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0.01)
+    first.update([LAN, WAN])
+    async with asyncio.timeout(1):
+        assert await pending == (LAN, WAN, VIRTUAL)
+    second.update([])
+    assert await next_item(changes) == (LAN, WAN)
+    assert await combined.snapshot() == (LAN, WAN)
+    await changes.aclose()
+    await combined.aclose()
+
+
+async def test_combined_change_between_snapshot_and_changes_is_not_lost() -> None:
+    first, second = StaticConnectionSource([LAN]), StaticConnectionSource([VIRTUAL])
+    combined = CombinedConnectionSource([first, second])
+    assert await combined.snapshot() == (LAN, VIRTUAL)
+    second.update([VIRTUAL, WAN])
+    changes = combined.changes()
+    assert await next_item(changes) == (LAN, VIRTUAL, WAN)
+    await changes.aclose()
+
+
+async def test_combined_no_item_when_nothing_changed() -> None:
+    combined = CombinedConnectionSource([StaticConnectionSource([LAN])])
+    await combined.snapshot()
+    changes = combined.changes()
+    await nothing_within(changes, 0.05)
+
+
+async def test_combined_changes_without_snapshot_start_from_now() -> None:
+    first = StaticConnectionSource([LAN])
+    combined = CombinedConnectionSource([first, StaticConnectionSource([VIRTUAL])])
+    changes = combined.changes()
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0.01)
+    assert not pending.done()
+    first.update([])
+    async with asyncio.timeout(1):
+        assert await pending == (VIRTUAL,)
+    await changes.aclose()
+
+
+async def test_combined_identical_merged_set_yields_nothing() -> None:
+    first = StaticConnectionSource([LAN])
+    combined = CombinedConnectionSource([first])
+    await combined.snapshot()
+    changes = combined.changes()
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0.01)
+    first.update([WAN])
+    first.update([LAN])  # back to what was handed out before the iterator saw it
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pending
+
+
+async def test_combined_duplicate_arising_later_fails_the_iterator() -> None:
+    first, second = StaticConnectionSource([LAN]), StaticConnectionSource([WAN])
+    combined = CombinedConnectionSource([first, second])
+    await combined.snapshot()
+    changes = combined.changes()
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0.01)
+    second.update([WAN, LAN])
+    with pytest.raises(BackendError, match="two sources"):
+        async with asyncio.timeout(1):
+            await pending
+
+
+async def test_combined_failing_source_fails_the_iterator_with_backend_error() -> None:
+    failing = FailingSource((VIRTUAL,))
+    combined = CombinedConnectionSource([StaticConnectionSource([LAN]), failing])
+    assert await combined.snapshot() == (LAN, VIRTUAL)
+    changes = combined.changes()
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0.01)
+    failing.release.set()
+    with pytest.raises(BackendError, match="netlink went away"):
+        async with asyncio.timeout(1):
+            await pending
+
+
+async def test_combined_iterator_ends_when_a_source_is_closed_underneath() -> None:
+    first, second = StaticConnectionSource([LAN]), StaticConnectionSource([VIRTUAL])
+    combined = CombinedConnectionSource([first, second])
+    await combined.snapshot()
+    changes = combined.changes()
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0.01)
+    await second.aclose()
+    with pytest.raises(StopAsyncIteration):
+        async with asyncio.timeout(1):
+            await pending
+
+
+async def test_combined_aclose_ends_iterators_and_closes_every_source() -> None:
+    first, second = StaticConnectionSource([LAN]), StaticConnectionSource([VIRTUAL])
+    combined = CombinedConnectionSource([first, second])
+    await combined.snapshot()
+    changes = combined.changes()
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0.01)
+    await combined.aclose()
+    assert combined.closed
+    assert first.closed
+    assert second.closed
+    with pytest.raises(StopAsyncIteration):
+        async with asyncio.timeout(1):
+            await pending
+    assert [item async for item in combined.changes()] == []
+    await combined.aclose()  # idempotent
+    assert combined._wakers == set()
+
+
+async def test_combined_aclose_closes_all_even_when_one_fails() -> None:
+    failing, static = FailingSource(fail_close=True), StaticConnectionSource([LAN])
+    combined = CombinedConnectionSource([failing, static])
+    with pytest.raises(BackendError, match="close failed"):
+        await combined.aclose()
+    assert failing.closed
+    assert static.closed
+
+
+async def test_combined_cancelled_iterator_stops_following() -> None:
+    first = StaticConnectionSource([LAN])
+    combined = CombinedConnectionSource([first])
+    await combined.snapshot()
+    changes = combined.changes()
+    pending = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0.01)
+    assert len(first._waiters) == 1
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    assert combined._wakers == set()
+    await asyncio.sleep(0)
+    assert first._waiters == set()
+
+
+async def test_combined_source_feeds_the_core() -> None:
+    """The daemon's shape: real links plus a virtual public connection, one core."""
+    links = StaticConnectionSource([LAN])
+    combined = CombinedConnectionSource([links, StaticConnectionSource([VIRTUAL])])
+    core = await SharingManager.open(backend=MemoryBackend(), store=MemoryStore(), source=combined)
+    try:
+        await core.share(core.find_connection(name="wan"), core.find_connection(name="lan0"))
+        assert core.external_address == VIRTUAL.addresses[0].ip
+        events = core.events(kinds={ConnectionAdded})
+        links.update([LAN, WAN])
+        async with asyncio.timeout(2):
+            event = await anext(events)
+        assert isinstance(event, ConnectionAdded)
+        assert event.props.name == "wan0"
+    finally:
+        await core.aclose()
+    assert combined.closed
+    assert links.closed

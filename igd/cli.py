@@ -1,0 +1,145 @@
+"""Command line: arguments -> `Config` -> daemon; exit codes; no protocol logic lives here.
+
+Exit codes: 0 after a clean stop (SIGINT/SIGTERM), 1 for a runtime failure (a port in use),
+2 for bad usage or configuration. Every failure is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Final, NoReturn
+
+from igd import __version__
+from igd.config import BACKENDS, LOG_LEVELS, ConfigError, load_config
+
+PROG: Final = "igd"
+
+EXIT_OK: Final = 0
+EXIT_RUNTIME: Final = 1
+EXIT_USAGE: Final = 2
+
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# Flags of `igd serve` that map to config keys of the same name (dashes for underscores).
+SERVE_KEYS: Final = (
+    "lan",
+    "wan",
+    "external_ip",
+    "backend",
+    "http_port",
+    "ssdp_port",
+    "state_dir",
+    "igd_version",
+    "log_level",
+    "allow_private_external",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that prints a one-line error, not the usage block, on bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser for the ``igd`` command line."""
+    parser = _Parser(
+        prog=PROG,
+        description="UPnP IGD and NAT-traversal daemon for Linux gateways.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    serve = commands.add_parser(
+        "serve",
+        help="run the daemon",
+        description=(
+            "Serve UPnP IGD (SSDP discovery, description, SOAP control) on the LAN interfaces. "
+            "Without --wan, mappings live on a virtual public connection named 'wan'. "
+            "Flags override the same keys of --config."
+        ),
+    )
+    serve.add_argument("--config", type=Path, metavar="FILE", help="TOML file with the same keys")
+    serve.add_argument(
+        "--lan",
+        action="append",
+        metavar="IFACE",
+        help="LAN interface to serve (repeatable; default: lo)",
+    )
+    serve.add_argument("--wan", metavar="IFACE", help="WAN interface (default: a virtual one)")
+    serve.add_argument("--external-ip", metavar="ADDR", help="external IPv4 address to report")
+    serve.add_argument(
+        "--backend", metavar="NAME", help=f"data plane: {', '.join(BACKENDS)} (default: auto)"
+    )
+    serve.add_argument(
+        "--http-port", type=int, metavar="N", help="HTTP port on every LAN address (0: ephemeral)"
+    )
+    serve.add_argument("--ssdp-port", type=int, metavar="N", help=argparse.SUPPRESS)
+    serve.add_argument("--state-dir", type=Path, metavar="DIR", help="state (default: ./state)")
+    serve.add_argument(
+        "--igd-version",
+        type=int,
+        choices=(1, 2),
+        help="serve only IGD:1 or IGD:2 (default: both, at /igd1 and /igd2)",
+    )
+    serve.add_argument(
+        "--log-level", metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (default: info)"
+    )
+    serve.add_argument(
+        "--allow-private-external",
+        action="store_const",
+        const=True,
+        help="report a private/reserved external address instead of an empty one (WIP-03)",
+    )
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()), format=LOG_FORMAT, stream=sys.stderr, force=True
+    )
+    if level != "debug":  # one line per HTTP request only when debugging
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    args_list = sys.argv[1:] if argv is None else argv
+    try:
+        args, rest = parser.parse_known_args(args_list)
+    except SystemExit as exc:  # --help, --version and argparse errors end here
+        if exc.code is None:
+            return EXIT_OK
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if rest:
+        kind = "option" if rest[0].startswith("-") else "argument"
+        return _fail(EXIT_USAGE, f"unknown {kind} {rest[0]!r} (see '{PROG} --help')")
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    overrides = {key: getattr(args, key) for key in SERVE_KEYS}
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    _configure_logging(config.log_level)
+    from igd.daemon import DaemonError, run  # here, so --help and bad flags stay fast
+
+    try:
+        run(config)
+    except ConfigError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    except DaemonError as exc:
+        return _fail(EXIT_RUNTIME, str(exc))
+    except KeyboardInterrupt:  # SIGINT before the daemon's own handler was installed
+        return EXIT_OK
+    return EXIT_OK
