@@ -393,7 +393,9 @@ class Daemon:
                 started_at=self.clock(),
             )
         )
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S
+        )
         await runner.setup()
         self._stack.push_async_callback(self._step, "HTTP", runner.cleanup)
         attempts = EPHEMERAL_BIND_ATTEMPTS if config.http_port == 0 else 1

@@ -869,6 +869,10 @@ class SharingManager:
     def owned_by(self, owner: IPv4Address) -> tuple[Mapping, ...]:
         return tuple(self.table.owned_by(owner))
 
+    def mappings_related_to(self, address: IPv4Address) -> tuple[Mapping, ...]:
+        """Mappings owned by or pointing at `address`, in key order: what that client may see."""
+        return tuple(self.table.related_to(address))
+
     @staticmethod
     def may_manage(mapping: Mapping, client: Client) -> bool:
         """Whether `client` may see-as-its-own, change or remove `mapping` (WIP-71, ST-23)."""

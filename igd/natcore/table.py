@@ -87,6 +87,7 @@ class MappingTable:
         self._slots: dict[int, Mapping] = {}
         self._occupancy = _Occupancy(_SLOTS)
         self._by_owner: dict[IPv4Address, set[int]] = {}
+        self._by_client: dict[IPv4Address, set[int]] = {}
         self._leases: list[tuple[float, int]] = []  # (expires_at, slot), lazily deleted
 
     # -- reads -------------------------------------------------------------------------------
@@ -140,6 +141,11 @@ class MappingTable:
 
     def owned_by(self, owner: IPv4Address) -> list[Mapping]:
         return [self._slots[slot] for slot in sorted(self._by_owner.get(owner, ()))]
+
+    def related_to(self, address: IPv4Address) -> list[Mapping]:
+        """Mappings owned by `address` or pointing at it, in key order (a client's own view)."""
+        slots = self._by_owner.get(address, set()) | self._by_client.get(address, set())
+        return [self._slots[slot] for slot in sorted(slots)]
 
     def count_for_owner(self, owner: IPv4Address) -> int:
         return len(self._by_owner.get(owner, ()))
@@ -223,12 +229,13 @@ class MappingTable:
         slot = _slot(mapping.protocol, mapping.external_port)
         old = self._slots.get(slot)
         if old is not None:
-            self._forget_owner(old, slot)
+            self._forget_indexes(old, slot)
         else:
             self._occupancy.add(slot, 1)
         self._slots[slot] = mapping
         if mapping.owner is not None:
             self._by_owner.setdefault(mapping.owner, set()).add(slot)
+        self._by_client.setdefault(mapping.internal_client, set()).add(slot)
         if mapping.expires_at is not None and (old is None or old.expires_at != mapping.expires_at):
             heapq.heappush(self._leases, (mapping.expires_at, slot))
             self._compact_leases()
@@ -242,17 +249,21 @@ class MappingTable:
         slot = _slot(key.protocol, key.external_port)
         del self._slots[slot]
         self._occupancy.add(slot, -1)
-        self._forget_owner(mapping, slot)
+        self._forget_indexes(mapping, slot)
         return mapping
 
-    def _forget_owner(self, mapping: Mapping, slot: int) -> None:
-        if mapping.owner is None:
-            return
-        slots = self._by_owner.get(mapping.owner)
-        if slots is not None:
-            slots.discard(slot)
-            if not slots:
-                del self._by_owner[mapping.owner]
+    def _forget_indexes(self, mapping: Mapping, slot: int) -> None:
+        for index, address in (
+            (self._by_owner, mapping.owner),
+            (self._by_client, mapping.internal_client),
+        ):
+            if address is None:
+                continue
+            slots = index.get(address)
+            if slots is not None:
+                slots.discard(slot)
+                if not slots:
+                    del index[address]
 
     # -- leases ------------------------------------------------------------------------------
 

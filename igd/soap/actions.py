@@ -383,6 +383,13 @@ def _visible(call: _Call, mapping: NatMapping, *, manage: bool = True) -> bool:
     )
 
 
+def _candidates(call: _Call) -> Iterable[NatMapping]:
+    """Every mapping with show_all_mappings, else only those related to the caller (cheap)."""
+    if call.settings.show_all_mappings:
+        return call.core.mappings()
+    return call.core.mappings_related_to(call.request.requester)
+
+
 def _visible_mappings(call: _Call, mappings: Iterable[NatMapping]) -> list[NatMapping]:
     now = call.now()
     return [m for m in mappings if _live(m, now) and _visible(call, m)]
@@ -579,7 +586,7 @@ _DETAIL_OUTPUTS: Final = (
 async def _get_generic_port_mapping_entry(call: _Call) -> Mapping[str, OutValue]:
     """Entry `index` of the caller-visible list in key order; past the end 713 (WIP-29/30)."""
     index = call.args.number("NewPortMappingIndex")
-    visible = _visible_mappings(call, call.core.mappings())
+    visible = _visible_mappings(call, _candidates(call))
     if index >= len(visible):
         raise SpecifiedArrayIndexInvalid(f"index {index} of {len(visible)} entries")
     return _entry(visible[index], call.now())
@@ -765,7 +772,7 @@ async def _variable_value(call: _Call, kind: str, name: str) -> OutValue:
         if name == "PossibleConnectionTypes":
             return "IP_Routed"
         if name == "PortMappingNumberOfEntries":
-            return min(len(_visible_mappings(call, call.core.mappings())), 2**16 - 1)
+            return min(len(_visible_mappings(call, _candidates(call))), 2**16 - 1)
         if name == "SystemUpdateID":
             return call.core.system_update_id % _UI4_MOD
     if kind == "WANCommonInterfaceConfig" and name == "PhysicalLinkStatus":
