@@ -73,7 +73,14 @@ from igd.natcore.nat import (
     StaticPortMappingCollection,
     UPnPNAT,
 )
-from igd.natcore.policy import DEFAULT_RULES, NetworkView, PermissionRule, Policy, PolicyConfig
+from igd.natcore.policy import (
+    DEFAULT_RULES,
+    NetworkView,
+    PermissionRule,
+    Policy,
+    PolicyConfig,
+    is_reportable_external,
+)
 from igd.natcore.service import SharingManager
 from igd.natcore.sharing import Connection, PortMapping, SharingConfiguration
 from igd.natcore.store import MemoryStore, SqliteStore, StateStore, StoreError
@@ -153,5 +160,6 @@ __all__ = [
     "StoreError",
     "TargetType",
     "UPnPNAT",
+    "is_reportable_external",
     "make_connection",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "PermissionRule",
     "Policy",
     "PolicyConfig",
+    "is_reportable_external",
     "validate_description",
     "validate_port",
 ]
@@ -187,6 +188,19 @@ class NetworkView:
 
 
 _BROADCAST = IPv4Address("255.255.255.255")
+_SHARED_ADDRESS_SPACE = IPv4Network("100.64.0.0/10")  # RFC 6598 (CGNAT)
+
+
+def is_reportable_external(address: IPv4Address, *, allow_private: bool) -> bool:
+    """Whether an external address may be reported to clients: public, or allowed (WIP-03).
+
+    Private, reserved, shared (100.64/10), loopback, link-local and other non-global addresses
+    are reported as unknown unless the operator allows them: a client behind double NAT must
+    not be told a mapping is reachable when it is not (ST-31).
+    """
+    if allow_private:
+        return True
+    return address.is_global and address not in _SHARED_ADDRESS_SPACE and not address.is_multicast
 
 
 @dataclass(frozen=True, slots=True)

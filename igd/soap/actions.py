@@ -37,7 +37,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from typing import Final, Protocol, TypeVar
 
 from lxml import etree
@@ -50,6 +50,7 @@ from igd.natcore import (
     NatError,
     Origin,
     SharingManager,
+    is_reportable_external,
 )
 from igd.natcore import (
     Mapping as NatMapping,
@@ -92,7 +93,6 @@ __all__ = [
     "WanStatus",
     "build_action_response",
     "build_port_listing",
-    "is_reportable_external",
     "query_state_variable",
     "run_action",
 ]
@@ -121,7 +121,6 @@ QUERY_STATE_VARIABLE: Final = "QueryStateVariable"
 _UI4_MAX: Final = 2**32 - 1
 _UI4_MOD: Final = 2**32
 _BROADCAST: Final = IPv4Address("255.255.255.255")
-_SHARED_ADDRESS_SPACE: Final = IPv4Network("100.64.0.0/10")  # RFC 6598, WIP-03
 _DOTTED_QUAD: Final = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}", re.ASCII)
 _PROTOCOL_WORDS: Final = frozenset({"tcp", "udp"})
 # Ranges a handler enforces itself with a more specific answer than parse_arg's 601.
@@ -442,22 +441,6 @@ def build_port_listing(mappings: Sequence[NatMapping], now: float) -> str:
 
 
 # ---- WANIPConnection ----------------------------------------------------------------------------
-
-
-def is_reportable_external(address: IPv4Address, *, allow_private: bool) -> bool:
-    """Whether GetExternalIPAddress may report `address` (WIP-02/03): public, or allowed."""
-    if allow_private:
-        return True
-    return not (
-        address.is_private
-        or address.is_reserved
-        or address.is_multicast
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_unspecified
-        or address in _SHARED_ADDRESS_SPACE
-        or not address.is_global
-    )
 
 
 @_handles("WANIPConnection", "GetExternalIPAddress")

@@ -29,6 +29,7 @@ from igd.natcore import (
     SharingConnectionType,
     SharingManager,
     StaticConnectionSource,
+    is_reportable_external,
 )
 from igd.natcore.backends.memory import MemoryBackend
 from igd.soap.actions import (
@@ -39,7 +40,6 @@ from igd.soap.actions import (
     Cdata,
     ControlSettings,
     build_action_response,
-    is_reportable_external,
     query_state_variable,
     run_action,
 )
