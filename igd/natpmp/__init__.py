@@ -1,0 +1,83 @@
+"""NAT-PMP front-end (RFC 6886): pure codec (`wire`) and semantics over igd.natcore (`handler`).
+
+The UDP socket on 5351 belongs to igd.pcp.endpoint, which hands version-0 datagrams to
+`NatPmpHandler.handle` and sends what it returns (architecture.md 2, rule 3.4).
+"""
+
+from __future__ import annotations
+
+from igd.natpmp.handler import (
+    DEFAULT_MAX_LIFETIME_S,
+    NatPmpHandler,
+    NatPmpStats,
+    SourceAddress,
+    description_for,
+    result_for,
+)
+from igd.natpmp.wire import (
+    ANNOUNCE_GAPS_S,
+    ANNOUNCE_GROUP,
+    ANNOUNCE_PORTS,
+    CLIENT_PORT,
+    MAX_RESPONSE_BYTES,
+    NATPMP_VERSION,
+    SERVER_PORT,
+    ErrorResponse,
+    ExternalAddressRequest,
+    ExternalAddressResponse,
+    MapRequest,
+    MapResponse,
+    NatPmpBuildError,
+    NatPmpError,
+    NatPmpParseError,
+    NatPmpRequest,
+    NatPmpResponse,
+    Opcode,
+    ResultCode,
+    UnsupportedOpcodeRequest,
+    UnsupportedVersionRequest,
+    pull_request,
+    pull_response,
+    push_external_address_response,
+    push_map_response,
+    push_request,
+    push_unsupported_opcode_response,
+    push_unsupported_version_response,
+)
+
+__all__ = [
+    "ANNOUNCE_GAPS_S",
+    "ANNOUNCE_GROUP",
+    "ANNOUNCE_PORTS",
+    "CLIENT_PORT",
+    "DEFAULT_MAX_LIFETIME_S",
+    "MAX_RESPONSE_BYTES",
+    "NATPMP_VERSION",
+    "SERVER_PORT",
+    "ErrorResponse",
+    "ExternalAddressRequest",
+    "ExternalAddressResponse",
+    "MapRequest",
+    "MapResponse",
+    "NatPmpBuildError",
+    "NatPmpError",
+    "NatPmpHandler",
+    "NatPmpParseError",
+    "NatPmpRequest",
+    "NatPmpResponse",
+    "NatPmpStats",
+    "Opcode",
+    "ResultCode",
+    "SourceAddress",
+    "UnsupportedOpcodeRequest",
+    "UnsupportedVersionRequest",
+    "description_for",
+    "pull_request",
+    "pull_response",
+    "push_external_address_response",
+    "push_map_response",
+    "push_request",
+    "push_unsupported_opcode_response",
+    "push_unsupported_version_response",
+    "result_for",
+]
