@@ -277,6 +277,46 @@ def open_ssdp_socket(
     return sock
 
 
+PORT_MAPPING_PORT: Final = 5351
+"""NAT-PMP and PCP server port (RFC 6886 section 3, RFC 6887 section 19.1)."""
+ANNOUNCE_TTL: Final = 1
+"""224.0.0.1 is link-local: announcements never cross a router (PMP-11, PCP-51)."""
+
+
+def open_port_mapping_socket(
+    ifname: str, address: IPv4Address, *, port: int = PORT_MAPPING_PORT
+) -> socket.socket:
+    """A non-blocking UDP socket for NAT-PMP/PCP on `address`:`port` of `ifname` only (ST-03).
+
+    Bound to the address and to the device: with Linux's weak-host model a socket bound only to
+    the LAN address would also take datagrams that reach that address through the WAN. Multicast
+    goes out of `ifname` with TTL 1 and no loop, so announcements to 224.0.0.1 stay on the LAN.
+    `port=0` binds an ephemeral port (tests). InterfaceError when the interface is missing.
+    """
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be in 0..65535")
+    ifindex = interface_index(ifname)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        except OSError as exc:
+            raise InterfaceError(f"cannot bind a socket to {ifname} ({exc.strerror})") from None
+        any_address = IPv4Address(0)
+        sock.setsockopt(
+            socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _mreqn(any_address, address, ifindex)
+        )
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ANNOUNCE_TTL)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        sock.bind((str(address), port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class ReceivedDatagram(NamedTuple):
     """One received datagram with where it was going and where it arrived (IP_PKTINFO)."""
 

@@ -159,3 +159,23 @@ def test_ssdp_socket_refuses_bad_arguments() -> None:
         netif.open_ssdp_socket("lo", port=0, ttl=0)
     with pytest.raises(ValueError, match="port"):
         netif.open_ssdp_socket("lo", port=70000)
+
+
+def test_port_mapping_socket_is_bound_to_the_address_and_device() -> None:
+    """ST-03: the NAT-PMP/PCP socket listens on one LAN address of one interface, TTL 1 out."""
+    sock = netif.open_port_mapping_socket("lo", IPv4Address("127.0.0.1"), port=0)
+    try:
+        host, port = sock.getsockname()
+        assert host == "127.0.0.1"
+        assert port > 0
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0") == b"lo"
+        assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == netif.ANNOUNCE_TTL
+        assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP) == 0
+        assert not sock.getblocking()
+    finally:
+        sock.close()
+
+
+def test_port_mapping_socket_on_a_missing_interface_is_a_clear_error() -> None:
+    with pytest.raises(netif.InterfaceError, match="does not exist"):
+        netif.open_port_mapping_socket("igdtnope0", IPv4Address("127.0.0.1"), port=0)
