@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 INSTALL_STAMP := $(VENV)/.igd-installed
 
 # Debian packages the tests drive (netns suite: ip, nft, upnpc, natpmpc). Installed only as root.
-DEB_PACKAGES := iproute2 nftables miniupnpc natpmpc
+DEB_PACKAGES := iproute2 nftables miniupnpc natpmpc chromium
 
 # Checked code. Only folders that exist (git keeps no empty ones) are passed to ruff, and only those
 # holding Python files to mypy, which rejects a folder without any.

@@ -97,12 +97,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _RemoteFaultsOnce(logging.Filter):
+    """aiohttp's protocol errors are bad bytes from the network: one line per kind, no traceback."""
+
+    MAX_KINDS = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        kind = (record.getMessage(), type(error).__name__ if error else "")
+        if kind in self._seen or len(self._seen) >= self.MAX_KINDS:
+            return False
+        self._seen.add(kind)
+        record.msg = f"{kind[0]}: {error or kind[1]} (remote fault; further ones not logged)"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()), format=LOG_FORMAT, stream=sys.stderr, force=True
     )
     if level != "debug":  # one line per HTTP request only when debugging
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_RemoteFaultsOnce())
 
 
 def _fail(code: int, message: str) -> int:

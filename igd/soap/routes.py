@@ -8,7 +8,8 @@ module of igd.soap). Every request passes these gates first, in this order:
 2. Host (GEN-09, ST-06, DNS rebinding): an IP literal, either the address the connection arrived
    on or one of `allowed_hosts` (IPv6 in brackets, zone ids ignored), with no port or our own
    port; a name such as `evil.example` is 403. HTTP/1.0 requests may omit Host (GEN-06);
-3. Origin (ST-07): any `Origin` header is 403; no response ever carries CORS headers;
+3. Origin (ST-07): any `Origin` header is 403 (except under `origin_checked_paths`, whose
+   handlers check it themselves); no response ever carries CORS headers;
 4. load: at most `max_concurrent_requests` requests run at once, others get 503 (GEN-10).
 
 Control (CTRL-01..14): POST only (other methods 405 `Allow: POST`); no SOAPACTION 400; a
@@ -122,6 +123,8 @@ class UpnpHttpConfig:
     max_body_bytes: int = 16384
     show_all_mappings: bool = False
     max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
+    origin_checked_paths: tuple[str, ...] = ()
+    """Path prefixes whose handlers check Origin themselves (the status page's API)."""
 
 
 @dataclass
@@ -297,7 +300,9 @@ class _Front:
         ):
             self.stats.refused["host"] += 1
             return _refuse(403, "Forbidden")
-        if "Origin" in request.headers:
+        if "Origin" in request.headers and not request.path.startswith(
+            self.config.origin_checked_paths
+        ):
             self.stats.refused["origin"] += 1
             return _refuse(403, "Forbidden")
         if self.in_flight >= self.config.max_concurrent_requests:
@@ -322,6 +327,9 @@ class _Front:
         except web.HTTPException as exc:
             self.stats.responses[exc.status] += 1
             raise
+        except ConnectionError:  # the peer went away mid-request: a remote fault, not ours
+            self.stats.refused["peer_gone"] += 1
+            return _plain(400, "Bad Request")
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             self.stats.responses[500] += 1
