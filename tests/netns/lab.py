@@ -604,3 +604,573 @@ class Lab:
     def __repr__(self) -> str:
         state = "torn down" if self._torn_down else "built" if self._built else "not built"
         return f"Lab({self.prefix!r}, {state})"
+
+
+# ==== Appended helpers: an igd daemon in the lab, raw HTTP/SOAP and SSDP probes, a guest segment ==
+# Used by test_upnp_netns.py and test_security_catalogue.py. Nothing above this line depends on
+# them; every wait below is bounded.
+
+GUEST_ROLE: Final = "guest"
+GUEST_IF: Final = "guest0"
+"""The gateway's interface towards the guest segment: attached, but not a configured LAN."""
+GW_GUEST: Final = IPv4Interface("198.18.7.1/24")
+GUEST_HOST: Final = IPv4Interface("198.18.7.10/24")
+_GUEST_NAME = re.compile(rf"^{PREFIX_BASE}-(\d+)-[0-9a-f]{{6}}-{GUEST_ROLE}$")
+
+SSDP_GROUP: Final = "239.255.255.250"
+SSDP_UDP_PORT: Final = 1900
+IP_RECVTTL: Final = 12
+"""<linux/in.h>: ask for the IP TTL of each received datagram as ancillary data."""
+IP_MULTICAST_ALL_OPT: Final = 49
+SO_TIMESTAMPNS: Final = 35
+"""<asm-generic/socket.h> (SO_TIMESTAMPNS_OLD, 64-bit timespec on 64-bit hosts): kernel receive
+time of each datagram as ancillary data (SCM_TIMESTAMPNS has the same value)."""
+IGD_START_TIMEOUT_S: Final = 20.0
+"""Longest wait for `igd serve` to print its ready line."""
+IGD_STOP_TIMEOUT_S: Final = 10.0
+"""Longest wait for `igd serve` to exit after SIGTERM (its stop steps are bounded by 5 s each)."""
+HTTP_TIMEOUT_S: Final = 5.0
+"""Longest wait for one raw HTTP exchange with the daemon."""
+HTTP_MAX_RESPONSE_BYTES: Final = 1 << 20
+_READY_URL = re.compile(r"IGD:(\d) (http://\S+/rootDesc\.xml)")
+
+
+def remove_stale_guests() -> list[str]:
+    """Remove guest namespaces (`add_guest_segment`) whose creating process is gone."""
+    removed = []
+    candidates = set(_list_namespaces())
+    if NETNS_ETC_DIR.is_dir():
+        candidates.update(entry.name for entry in NETNS_ETC_DIR.iterdir())
+    for name in sorted(candidates):
+        match = _GUEST_NAME.match(name)
+        if match and not _pid_alive(int(match.group(1))):
+            _remove_namespace(name)
+            removed.append(name)
+    return removed
+
+
+def add_guest_segment(lab: Lab) -> str:
+    """A segment attached to gw but absent from the daemon's configuration (ST-33); its namespace.
+
+    gw `guest0` 198.18.7.1/24 <-veth-> `<prefix>-guest` eth0 198.18.7.10/24, default via
+    198.18.7.1, 224.0.0.0/4 on eth0. The namespace joins `lab.namespaces`, so `Lab.run`,
+    `Lab.socket`, ... accept it and `Lab.teardown` deletes it (and its resolver directory).
+    """
+    remove_stale_guests()
+    guest = f"{lab.prefix}-{GUEST_ROLE}"
+    if guest in lab.namespaces:
+        return guest
+    lab._check_ns(lab.gw)
+    lab.namespaces = (*lab.namespaces, guest)
+    lab._add_namespace(guest)
+    lab.ip(lab.gw, "link", "add", GUEST_IF, "type", "veth", "peer", "name", HOST_IF,
+           "netns", guest)  # fmt: skip
+    lab.ip(lab.gw, "addr", "add", str(GW_GUEST), "dev", GUEST_IF)
+    lab.ip(lab.gw, "link", "set", GUEST_IF, "multicast", "on", "up")
+    lab.ip(guest, "addr", "add", str(GUEST_HOST), "dev", HOST_IF)
+    lab.ip(guest, "link", "set", HOST_IF, "multicast", "on", "up")
+    lab.ip(guest, "route", "add", "default", "via", str(GW_GUEST.ip))
+    lab.ip(guest, "route", "add", MULTICAST_ROUTE, "dev", HOST_IF)
+    lab.wait_up(lab.gw, GUEST_IF)
+    lab.wait_up(guest, HOST_IF)
+    return guest
+
+
+# ---- igd serve inside the gateway ---------------------------------------------------------------
+
+
+@dataclass
+class IgdDaemon:
+    """`python -m igd serve` running in lab.gw: its process and its description URL per version."""
+
+    lab: Lab
+    argv: tuple[str, ...]
+    process: LabProcess
+    urls: dict[int, str]
+
+    def running(self) -> bool:
+        return self.process.popen.poll() is None
+
+    def terminate(self, timeout_s: float = IGD_STOP_TIMEOUT_S) -> int:
+        """SIGTERM and its exit status (bounded; SIGKILL and LabError when it does not stop)."""
+        popen = self.process.popen
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                popen.send_signal(signal.SIGTERM)  # `ip netns exec` execs igd: the same pid
+            try:
+                return popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.stop()
+                tail = self.process._tail()
+                raise LabError(f"igd did not stop within {timeout_s} s{tail}") from None
+        return popen.returncode
+
+    def stderr_text(self) -> str:
+        return self.process.stderr_text()
+
+
+def start_igd(
+    lab: Lab,
+    state_dir: Path,
+    *,
+    http_port: int = 5000,
+    ssdp_port: int | None = None,
+    config: Path | None = None,
+    extra: Sequence[str] = (),
+    timeout_s: float = IGD_START_TIMEOUT_S,
+) -> IgdDaemon:
+    """Start `igd serve --lan br-lan --wan wan0` in lab.gw and wait (bounded) for its ready line."""
+    import sys
+
+    argv = [sys.executable, "-m", "igd", "serve", "--lan", LAN_BRIDGE, "--wan", GW_WAN_IF,
+            "--http-port", str(http_port), "--state-dir", str(state_dir),
+            "--allow-private-external"]  # fmt: skip
+    if ssdp_port is not None:
+        argv += ["--ssdp-port", str(ssdp_port)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    argv += list(extra)
+    process = lab.spawn(lab.gw, *argv)
+    try:
+        line = process.read_line(timeout_s=timeout_s)
+    except (TimeoutError, LabError):
+        process.stop()
+        raise
+    urls = {int(version): url for version, url in _READY_URL.findall(line)}
+    if not urls:
+        process.stop()
+        raise LabError(f"unexpected first line from igd: {line!r}{process._tail()}")
+    return IgdDaemon(lab, tuple(argv), process, urls)
+
+
+# ---- Raw HTTP and SOAP from a namespace ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """One HTTP response as received: status, lower-cased headers, body; `closed` if EOF seen."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+    closed: bool
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+def build_http_request(
+    method: str,
+    path: str,
+    *,
+    host: str | None,
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_length: bool = True,
+    keep_alive: bool = False,
+) -> bytes:
+    """HTTP/1.1 request bytes, `Connection: close` unless `keep_alive`; `host=None`: no Host."""
+    lines = [f"{method} {path} HTTP/1.1"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    lines += [f"{name}: {value}" for name, value in headers]
+    if content_length and body:
+        lines.append(f"Content-Length: {len(body)}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def tcp_connect(
+    lab: Lab, ns: str, address: str, port: int, *, source: str | None = None,
+    timeout_s: float = HTTP_TIMEOUT_S,
+) -> socket.socket:  # fmt: skip
+    """A TCP socket of `ns` connected to address:port (OSError/TimeoutError as connect raises)."""
+    sock = lab.socket(ns, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout_s)
+        if source is not None:
+            sock.bind((source, 0))
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def try_connect(
+    lab: Lab, ns: str, address: str, port: int, *, timeout_s: float = 0.3
+) -> socket.socket | None:
+    """Connected socket, or None when refused (RST) or dropped (no answer within `timeout_s`).
+
+    Between lab namespaces an RST comes back in microseconds: a short timeout means "dropped".
+    """
+    try:
+        return tcp_connect(lab, ns, address, port, timeout_s=timeout_s)
+    except (ConnectionRefusedError, TimeoutError):
+        return None
+
+
+def read_http_reply(sock: socket.socket, *, timeout_s: float = HTTP_TIMEOUT_S) -> HttpReply:
+    """Read one response (Content-Length, chunked or until EOF), bounded in time and size."""
+    deadline = time.monotonic() + timeout_s
+    data = bytearray()
+    closed = False
+
+    def more() -> bool:
+        nonlocal closed
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"incomplete HTTP response after {timeout_s} s: {bytes(data[:200])!r}"
+            )
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            closed = True
+            return False
+        data.extend(chunk)
+        if len(data) > HTTP_MAX_RESPONSE_BYTES:
+            raise LabError("HTTP response over 1 MiB")
+        return True
+
+    while b"\r\n\r\n" not in data:
+        if not more():
+            if not data:
+                raise ConnectionError("the connection closed without a response")
+            raise LabError(f"truncated HTTP head: {bytes(data[:200])!r}")
+    head = bytes(data).partition(b"\r\n\r\n")[0]
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    _, status, *reason = status_line.split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body_start = len(head) + 4
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        while len(data) - body_start < length and more():
+            pass
+        body = bytes(data[body_start : body_start + length])
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        while not bytes(data).endswith(b"0\r\n\r\n") and more():
+            pass
+        body, chunked = b"", bytes(data[body_start:])
+        while chunked:
+            size_text, _, chunked = chunked.partition(b"\r\n")
+            size = int(size_text.split(b";")[0], 16)
+            if size == 0:
+                break
+            body, chunked = body + chunked[:size], chunked[size + 2 :]
+    else:
+        while more():
+            pass
+        body = bytes(data[body_start:])
+    return HttpReply(int(status), reason[0] if reason else "", headers, body, closed)
+
+
+def closed_by_peer(sock: socket.socket, *, timeout_s: float = 2.0) -> bool:
+    """Whether the peer closes `sock` (EOF or reset) within `timeout_s`, sending nothing more."""
+    sock.settimeout(timeout_s)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def http_exchange(
+    lab: Lab, ns: str, address: str, port: int, request: bytes, *, source: str | None = None,
+    timeout_s: float = HTTP_TIMEOUT_S,
+) -> HttpReply:  # fmt: skip
+    """Send raw request bytes from `ns` and read the response; the socket is closed after."""
+    with tcp_connect(lab, ns, address, port, source=source, timeout_s=timeout_s) as sock:
+        sock.sendall(request)
+        return read_http_reply(sock, timeout_s=timeout_s)
+
+
+def service_type(kind: str, version: int) -> str:
+    return f"urn:schemas-upnp-org:service:{kind}:{version}"
+
+
+def soap_envelope(service: str, action: str, args: Sequence[tuple[str, str]]) -> bytes:
+    """A SOAP 1.1 request body as UPnP control points send it (arguments escaped)."""
+    from xml.sax.saxutils import escape
+
+    arguments = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in args)
+    return (
+        '<?xml version="1.0"?>\r\n'
+        '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+        's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">'
+        f'<s:Body><u:{action} xmlns:u="{service}">{arguments}</u:{action}></s:Body>'
+        "</s:Envelope>\r\n"
+    ).encode()
+
+
+@dataclass(frozen=True)
+class SoapReply:
+    """A control response: outputs by name (200), or the UPnPError code of a fault (500)."""
+
+    http: HttpReply
+    outputs: dict[str, str]
+    error_code: int | None
+
+    @property
+    def status(self) -> int:
+        return self.http.status
+
+    @property
+    def ok(self) -> bool:
+        return self.http.status == 200 and self.error_code is None
+
+
+def parse_soap_reply(reply: HttpReply) -> SoapReply:
+    """Outputs of an action response, or the errorCode of a UPnPError fault, else neither."""
+    from xml.etree import ElementTree
+
+    outputs: dict[str, str] = {}
+    code: int | None = None
+    if reply.status in (200, 500) and reply.body.lstrip().startswith(b"<"):
+        root = ElementTree.fromstring(reply.body)
+        for element in root.iter():
+            if element.tag.endswith("errorCode") and element.text is not None:
+                code = int(element.text.strip())
+        if reply.status == 200:
+            body = next((e for e in root if e.tag.endswith("}Body")), None)
+            response = body[0] if body is not None and len(body) else None
+            for child in response if response is not None else ():
+                outputs[child.tag.rpartition("}")[2]] = child.text or ""
+    return SoapReply(reply, outputs, code)
+
+
+@dataclass
+class SoapClient:
+    """UPnP control calls from `ns` to the daemon at address:port (bound to `source` if given)."""
+
+    lab: Lab
+    ns: str
+    address: str = str(GW_LAN.ip)
+    port: int = 5000
+    source: str | None = None
+    timeout_s: float = HTTP_TIMEOUT_S
+    """Bound on connecting and on each exchange."""
+
+    @property
+    def host(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def exchange(self, request: bytes, *, timeout_s: float | None = None) -> HttpReply:
+        return http_exchange(
+            self.lab, self.ns, self.address, self.port, request, source=self.source,
+            timeout_s=self.timeout_s if timeout_s is None else timeout_s,
+        )  # fmt: skip
+
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        soapaction: str | None,
+        headers: Sequence[tuple[str, str]] = (),
+        host: str | None = "",
+        content_type: str | None = 'text/xml; charset="utf-8"',
+        timeout_s: float | None = None,
+    ) -> HttpReply:
+        """A raw POST; `host=""` sends our own Host, None none; `soapaction=None` omits it."""
+        fields = [] if content_type is None else [("Content-Type", content_type)]
+        if soapaction is not None:
+            fields.append(("SOAPAction", soapaction))
+        fields += headers
+        request = build_http_request(
+            "POST", path, host=self.host if host == "" else host, headers=fields, body=body
+        )
+        return self.exchange(request, timeout_s=timeout_s)
+
+    def call(
+        self,
+        action: str,
+        args: Sequence[tuple[str, str]] = (),
+        *,
+        version: int = 2,
+        kind: str = "WANIPConnection",
+    ) -> SoapReply:
+        """`action` on the IGD:`version` root's `kind` service (WANIPConnection:1/2, others :1)."""
+        service = service_type(kind, version if kind == "WANIPConnection" else 1)
+        reply = self.post(
+            f"/igd{version}/{kind}/control",
+            soap_envelope(service, action, args),
+            soapaction=f'"{service}#{action}"',
+        )
+        return parse_soap_reply(reply)
+
+    # -- WANIPConnection shorthands ------------------------------------------------------------
+
+    def add(
+        self, port: int, client: str, *, protocol: str = "TCP", internal_port: int | None = None,
+        description: str = "igd-lab", version: int = 2, lease: int = 0,
+    ) -> SoapReply:  # fmt: skip
+        return self.call(
+            "AddPortMapping",
+            [("NewRemoteHost", ""), ("NewExternalPort", str(port)), ("NewProtocol", protocol),
+             ("NewInternalPort", str(internal_port or port)), ("NewInternalClient", client),
+             ("NewEnabled", "1"), ("NewPortMappingDescription", description),
+             ("NewLeaseDuration", str(lease))],
+            version=version,
+        )  # fmt: skip
+
+    def add_any(
+        self, port: int, client: str, *, protocol: str = "TCP", internal_port: int | None = None,
+        description: str = "igd-lab", lease: int = 3600,
+    ) -> SoapReply:  # fmt: skip
+        return self.call(
+            "AddAnyPortMapping",
+            [("NewRemoteHost", ""), ("NewExternalPort", str(port)), ("NewProtocol", protocol),
+             ("NewInternalPort", str(internal_port or port)), ("NewInternalClient", client),
+             ("NewEnabled", "1"), ("NewPortMappingDescription", description),
+             ("NewLeaseDuration", str(lease))],
+        )  # fmt: skip
+
+    def delete(self, port: int, *, protocol: str = "TCP", version: int = 2) -> SoapReply:
+        return self.call(
+            "DeletePortMapping",
+            [("NewRemoteHost", ""), ("NewExternalPort", str(port)), ("NewProtocol", protocol)],
+            version=version,
+        )
+
+    def get_specific(self, port: int, *, protocol: str = "TCP", version: int = 2) -> SoapReply:
+        return self.call(
+            "GetSpecificPortMappingEntry",
+            [("NewRemoteHost", ""), ("NewExternalPort", str(port)), ("NewProtocol", protocol)],
+            version=version,
+        )
+
+    def list_mappings(
+        self, start: int = 0, end: int = 65535, *, protocol: str = "TCP", manage: bool = False
+    ) -> SoapReply:
+        """GetListOfPortMappings (IGD:2 only)."""
+        return self.call(
+            "GetListOfPortMappings",
+            [("NewStartPort", str(start)), ("NewEndPort", str(end)), ("NewProtocol", protocol),
+             ("NewManage", "1" if manage else "0"), ("NewNumberOfPorts", "0")],
+        )  # fmt: skip
+
+    def generic_entries(self, *, version: int = 2, limit: int = 256) -> list[dict[str, str]]:
+        """Every entry GetGenericPortMappingEntry shows this caller (index 0 until 713)."""
+        entries: list[dict[str, str]] = []
+        for index in range(limit):
+            reply = self.call(
+                "GetGenericPortMappingEntry", [("NewPortMappingIndex", str(index))], version=version
+            )
+            if not reply.ok:
+                assert reply.error_code == 713, (index, reply.http)
+                return entries
+            entries.append(reply.outputs)
+        raise LabError(f"more than {limit} entries")
+
+
+def port_listing(reply: SoapReply) -> list[dict[str, str]]:
+    """The entries of a GetListOfPortMappings NewPortListing, each as {local name: text}."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(reply.outputs["NewPortListing"].encode())
+    return [
+        {child.tag.rpartition("}")[2]: child.text or "" for child in entry}
+        for entry in root
+        if entry.tag.endswith("PortMappingEntry")
+    ]
+
+
+# ---- SSDP probes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceivedDatagram:
+    """A datagram, its source and the IP TTL it arrived with (when IP_RECVTTL was set)."""
+
+    data: bytes
+    source: tuple[str, int]
+    ttl: int | None
+    at: float
+    """time.monotonic() when it was read."""
+    arrived: float | None = None
+    """Wall-clock time (time.time()) the kernel received it, when SO_TIMESTAMPNS was set."""
+
+
+def ip_mreqn(group: str, ifindex: int) -> bytes:
+    import struct
+
+    return socket.inet_aton(group) + socket.inet_aton("0.0.0.0") + struct.pack("@i", ifindex)
+
+
+def ssdp_searcher(lab: Lab, ns: str, address: str, *, port: int = 0) -> socket.socket:
+    """A UDP socket of `ns` bound to address:port, multicasting on eth0 (TTL 2, no loopback)."""
+    sock = lab.socket(ns)
+    sock.setsockopt(
+        socket.IPPROTO_IP, socket.IP_MULTICAST_IF, ip_mreqn("0.0.0.0", lab.ifindex(ns, HOST_IF))
+    )
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+    sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+    sock.bind((address, port))
+    return sock
+
+
+def ssdp_group_listener(lab: Lab, ns: str, *, port: int = SSDP_UDP_PORT) -> socket.socket:
+    """Member of 239.255.255.250 on eth0 of `ns` at `port`, reporting each datagram's TTL."""
+    sock = lab.socket(ns)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, HOST_IF.encode())
+    sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL_OPT, 0)
+    sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+    sock.bind((SSDP_GROUP, port))
+    sock.setsockopt(
+        socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, ip_mreqn(SSDP_GROUP, lab.ifindex(ns, HOST_IF))
+    )
+    return sock
+
+
+def receive_datagrams(
+    sock: socket.socket, *, count: int | None = None, quiet_s: float = 1.5, timeout_s: float = 6.0
+) -> list[ReceivedDatagram]:
+    """Datagrams until `count` arrived, or a quiet gap of `quiet_s`; never beyond `timeout_s`."""
+    import struct
+
+    deadline = time.monotonic() + timeout_s
+    got: list[ReceivedDatagram] = []
+    while count is None or len(got) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock.settimeout(min(remaining, quiet_s) if count is None else remaining)
+        try:
+            data, ancillary, _, source = sock.recvmsg(65536, 256)
+        except TimeoutError:
+            break
+        except ConnectionRefusedError:  # ICMP port unreachable for an earlier send
+            continue
+        ttl: int | None = None
+        arrived: float | None = None
+        for level, kind, value in ancillary:
+            if level == socket.IPPROTO_IP and kind == socket.IP_TTL:
+                ttl = struct.unpack("@i", value[:4])[0]
+            elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = struct.unpack("@qq", value[:16])
+                arrived = seconds + nanoseconds / 1e9
+        got.append(ReceivedDatagram(data, (source[0], source[1]), ttl, time.monotonic(), arrived))
+    return got
+
+
+def msearch_bytes(
+    st: str, *, mx: str | None = "1", host: str = f"{SSDP_GROUP}:{SSDP_UDP_PORT}"
+) -> bytes:
+    """An M-SEARCH with MX given verbatim (None: no MX line), for edge cases a codec refuses."""
+    lines = ["M-SEARCH * HTTP/1.1", f"HOST: {host}", 'MAN: "ssdp:discover"']
+    if mx is not None:
+        lines.append(f"MX: {mx}")
+    lines.append(f"ST: {st}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
