@@ -23,9 +23,10 @@ import concurrent.futures
 import errno
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
@@ -315,6 +316,63 @@ def open_port_mapping_socket(
         sock.close()
         raise
     return sock
+
+
+_PROC_NET = Path("/proc/net")
+_TCP_LISTEN = "0A"
+_UDP_UNCONNECTED = "07"
+
+
+def _proc_address(text: str) -> IPv4Address | IPv6Address:
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return IPv4Address(raw[::-1])
+    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+    return IPv6Address(b"".join(words))
+
+
+def listening_ports(protocol: str, *, proc_net: Path = _PROC_NET) -> frozenset[int]:
+    """Ports of this namespace's listening TCP or unconnected UDP sockets, loopback-only excluded.
+
+    Read from /proc/net/{tcp,tcp6,udp,udp6} (ST-22: a port a gateway service listens on is not
+    for mapping). `protocol` is "tcp" or "udp".
+    """
+    kind = protocol.lower()
+    if kind not in ("tcp", "udp"):
+        raise ValueError(f"protocol must be tcp or udp, not {protocol!r}")
+    state = _TCP_LISTEN if kind == "tcp" else _UDP_UNCONNECTED
+    ports: set[int] = set()
+    for name in (kind, f"{kind}6"):
+        try:
+            lines = (proc_net / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != state:
+                continue
+            address, _, port = fields[1].partition(":")
+            if not _proc_address(address).is_loopback:
+                ports.add(int(port, 16))
+    return frozenset(ports)
+
+
+class ListeningPorts:
+    """`listening_ports` cached for `ttl_s` seconds per protocol: cheap enough per request."""
+
+    def __init__(self, *, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cache: dict[str, tuple[float, frozenset[int]]] = {}
+
+    def __call__(self, protocol: object) -> frozenset[int]:
+        kind = getattr(protocol, "name", str(protocol)).lower()
+        now = self._clock()
+        cached = self._cache.get(kind)
+        if cached is None or now - cached[0] >= self._ttl_s:
+            cached = (now, listening_ports(kind))
+            self._cache[kind] = cached
+        return cached[1]
 
 
 class ReceivedDatagram(NamedTuple):

@@ -22,7 +22,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from igd.natcore.connections import ConnectionSource
 from igd.natcore.errors import (
     BackendError,
     ConflictError,
+    ConflictWithOtherMechanismError,
     ConnectionNotFoundError,
     FirewallNotAllowedError,
     InvalidPortError,
@@ -99,6 +100,8 @@ MAX_BATCH_CHANGES = 256
 MAX_TIMER_SLEEP_S = 1.0
 
 Resolver = Callable[[str], Awaitable[IPv4Address]]
+# The ports the gateway's own services listen on, per protocol (ST-22); injected by the daemon.
+LocalPorts = Callable[[IPProtocol], Collection[int]]
 _Slot = tuple[IPProtocol, int]
 
 
@@ -278,6 +281,7 @@ class SharingManager:
         external_address: IPv4Address | None = None,
         clock: Callable[[], float] = time.time,
         resolver: Resolver = resolve_ipv4,
+        local_ports: LocalPorts | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -286,6 +290,7 @@ class SharingManager:
         self.private_policy = private_policy
         self.clock = clock
         self.resolver = resolver
+        self.local_ports = local_ports
         self._external_override = external_address
         self.table = MappingTable()
         self.records: dict[uuid.UUID, ConnectionRecord] = {}
@@ -315,6 +320,7 @@ class SharingManager:
         external_address: IPv4Address | None = None,
         clock: Callable[[], float] = time.time,
         resolver: Resolver = resolve_ipv4,
+        local_ports: LocalPorts | None = None,
     ) -> SharingManager:
         """Restore persisted state (dropping leases that ran out), reconcile the backend, start."""
         core = cls(
@@ -326,6 +332,7 @@ class SharingManager:
             external_address=external_address,
             clock=clock,
             resolver=resolver,
+            local_ports=local_ports,
         )
         await core._start()
         return core
@@ -1037,6 +1044,14 @@ class SharingManager:
             client, external_port, request.internal_client, request.internal_port
         )
         self.policy.check_reserved(request.protocol, external_port)
+        if (
+            self.local_ports is not None
+            and self.table.at_port(request.protocol, external_port) is None
+            and external_port in self.local_ports(request.protocol)
+        ):
+            raise ConflictWithOtherMechanismError(
+                f"{request.protocol.name} port {external_port} is in use on the gateway (ST-22)"
+            )
 
     def _op_add(
         self,
@@ -1072,12 +1087,14 @@ class SharingManager:
             raise NotAuthorizedError(
                 f"no permission rule allows {request.internal_client}:{request.internal_port}"
             )
+        busy = self.local_ports(request.protocol) if self.local_ports is not None else ()
         port = self.table.find_free_port(
             request.protocol,
             wanted or request.internal_port,
             lambda p: (
                 any(low <= p <= high for low, high in ranges)
                 and not self.policy.is_reserved(request.protocol, p)
+                and p not in busy
             ),
         )
         if port is None:

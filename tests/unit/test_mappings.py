@@ -885,3 +885,37 @@ async def test_no_public_connection_refuses_adds(
     with pytest.raises(ConnectionNotFoundError):
         await core.add_mapping(req(40001), UPNP_A)
     assert core.mapping_count == 0
+
+
+async def test_st_22_ports_with_a_local_listener_are_not_mapped(clock: FakeClock) -> None:
+    """ST-22: a port a gateway service listens on is refused (729) or skipped by AddAny; a port
+    already held by a mapping stays refreshable even if the backend itself listens on it."""
+    listening = {IPProtocol.TCP: {7000, 7100}, IPProtocol.UDP: set[int]()}
+    core = await SharingManager.open(
+        backend=MemoryBackend(),
+        store=MemoryStore(),
+        source=StaticConnectionSource(lab_connections()),
+        clock=clock,
+        resolver=fake_resolver,
+        local_ports=lambda protocol: listening[protocol],
+    )
+    try:
+        await core.share(core.find_connection(name="wan0"), core.find_connection(name="lan0"))
+        client = Client(Origin.UPNP, LAN_HOST)
+        with pytest.raises(ConflictWithOtherMechanismError, match="in use on the gateway"):
+            await core.add_mapping(MappingRequest(IPProtocol.TCP, 7000, LAN_HOST, 7000), client)
+        assert core.mapping_count == 0
+        other = await core.add_any_mapping(
+            MappingRequest(IPProtocol.TCP, 7000, LAN_HOST, 7000), client
+        )
+        assert other.external_port == 7001
+        udp = await core.add_mapping(MappingRequest(IPProtocol.UDP, 7000, LAN_HOST, 7000), client)
+        assert udp.external_port == 7000
+        held = await core.add_mapping(MappingRequest(IPProtocol.TCP, 7200, LAN_HOST, 7200), client)
+        listening[IPProtocol.TCP].add(7200)  # e.g. the userspace relay now listens on it
+        refreshed = await core.add_mapping(
+            MappingRequest(IPProtocol.TCP, 7200, LAN_HOST, 7200, lease=60), client
+        )
+        assert refreshed.key == held.key
+    finally:
+        await core.aclose()

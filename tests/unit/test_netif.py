@@ -6,6 +6,7 @@ import asyncio
 import socket
 import struct
 from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,3 +180,34 @@ def test_port_mapping_socket_is_bound_to_the_address_and_device() -> None:
 def test_port_mapping_socket_on_a_missing_interface_is_a_clear_error() -> None:
     with pytest.raises(netif.InterfaceError, match="does not exist"):
         netif.open_port_mapping_socket("igdtnope0", IPv4Address("127.0.0.1"), port=0)
+
+
+def test_listening_ports_parse_proc_net(tmp_path: Path) -> None:
+    """ST-22: listening TCP and unconnected UDP sockets count; loopback-only ones do not."""
+    header = "  sl  local_address rem_address   st tx_queue\n"
+    (tmp_path / "tcp").write_text(
+        header
+        + "   0: 00000000:1F90 00000000:0000 0A 0\n"  # 0.0.0.0:8080 listening
+        + "   1: 0100007F:1F91 00000000:0000 0A 0\n"  # 127.0.0.1:8081 loopback only
+        + "   2: 010012C6:1F92 0B0012C6:D000 01 0\n"  # established, not listening
+    )
+    (tmp_path / "tcp6").write_text(
+        header
+        + "   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 0\n"
+        + "   1: 00000000000000000000000001000000:0017 00000000000000000000000000000000:0000 0A 0\n"
+    )
+    (tmp_path / "udp").write_text(header + "   0: 010012C6:14EB 00000000:0000 07 0\n")
+    assert netif.listening_ports("tcp", proc_net=tmp_path) == {8080, 22}
+    assert netif.listening_ports("udp", proc_net=tmp_path) == {5355}
+    with pytest.raises(ValueError, match="tcp or udp"):
+        netif.listening_ports("icmp", proc_net=tmp_path)
+
+
+def test_listening_ports_sees_a_real_listener() -> None:
+    """A TCP socket listening on all addresses shows up, through the cache too."""
+    with socket.socket() as server:
+        server.bind(("0.0.0.0", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert port in netif.listening_ports("tcp")
+        assert port in netif.ListeningPorts()("TCP")
