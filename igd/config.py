@@ -30,8 +30,8 @@ __all__ = [
     "load_config",
 ]
 
-BACKENDS: Final = ("auto", "memory")
-"""Backends that exist; `auto` picks the best one available (today: memory)."""
+BACKENDS: Final = ("auto", "memory", "nftables", "userspace")
+"""Backends that exist; `auto` picks nftables when it works here, else the userspace relay."""
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 DEFAULT_SSDP_PORT: Final = 1900
 """SSDP listens on UDP 1900 (GEN-01); other values are for tests only."""
@@ -81,6 +81,7 @@ class Config:
     reserved_ports: frozenset[tuple[IPProtocol, int]] = field(default_factory=frozenset)
     max_lease_s: int = 604800
     friendly_name: str = "igd gateway"
+    nft_table: str = "igd"  # the nftables table the daemon owns (inet family)
 
 
 class _Invalid(Exception):
@@ -225,6 +226,14 @@ def _friendly_name(value: object) -> str:
     return value
 
 
+def _nft_table(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", value):
+        raise _Invalid(
+            f"{value!r} is not a table name (a letter, then up to 31 letters, digits, _)"
+        )
+    return value
+
+
 _CONVERTERS: Final[dict[str, Callable[[object], object]]] = {
     "lan": _lan,
     "wan": _wan,
@@ -243,6 +252,7 @@ _CONVERTERS: Final[dict[str, Callable[[object], object]]] = {
     "reserved_ports": _reserved_ports,
     "max_lease_s": _positive,
     "friendly_name": _friendly_name,
+    "nft_table": _nft_table,
 }
 KEYS: Final = tuple(f.name for f in fields(Config))
 assert set(_CONVERTERS) == set(KEYS)

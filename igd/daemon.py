@@ -49,9 +49,17 @@ from igd.natcore import (
 )
 from igd.natcore.backends.memory import MemoryBackend
 from igd.natcore.backends.netlink import NetlinkConnectionSource
+from igd.natcore.backends.nftables import NftablesBackend, nftables_unusable_reason
+from igd.natcore.backends.userspace import UserspaceBackend, userspace_unusable_reason
 from igd.natcore.connections import CombinedConnectionSource
 from igd.natcore.store import StoreChanges
-from igd.netif import InterfaceError, interface_index, interface_ipv4, link_counters
+from igd.netif import (
+    InterfaceError,
+    ListeningPorts,
+    interface_index,
+    interface_ipv4,
+    link_counters,
+)
 from igd.soap.routes import UpnpHttpConfig, build_app
 from igd.ssdp.responder import SsdpResponder
 from igd.ssdp.schedule import next_boot_id
@@ -95,6 +103,8 @@ EPHEMERAL_BIND_ATTEMPTS: Final = 8
 """Tries to find one ephemeral port free on every LAN address."""
 STOP_STEP_TIMEOUT_S: Final = 5.0
 """Longest wait for one stop step (SSDP, HTTP, core) before moving on."""
+AUTO_BACKENDS: Final = ("nftables", "userspace")
+"""What `--backend auto` tries, in order, before falling back to memory."""
 MODEL_NAME: Final = "igd"
 MANUFACTURER: Final = "igd project"
 
@@ -322,7 +332,35 @@ class Daemon:
         return CombinedConnectionSource([netlink, StaticConnectionSource([virtual])])
 
     def _backend(self) -> Backend:
-        """`auto` and `memory` are the memory backend until the packet-moving ones land."""
+        """The configured data plane; `auto` takes the first of AUTO_BACKENDS that works here.
+
+        A backend asked for by name that cannot work here is a ConfigError naming why.
+        """
+        wanted = self.config.backend
+        for name in AUTO_BACKENDS if wanted == "auto" else (wanted,):
+            problem = self._backend_problem(name)
+            if problem is None:
+                return self._make_backend(name)
+            if wanted != "auto":
+                raise ConfigError("backend", f"{name} cannot be used here: {problem}")
+            log.debug("backend auto: not %s, %s", name, problem)
+        return MemoryBackend()
+
+    def _backend_problem(self, name: str) -> str | None:
+        """Why backend `name` cannot run here, or None."""
+        if name == "nftables":
+            if self.config.wan is None:
+                return "it needs a real WAN interface (--wan)"
+            return nftables_unusable_reason()
+        if name == "userspace":
+            return userspace_unusable_reason()
+        return None
+
+    def _make_backend(self, name: str) -> Backend:
+        if name == "nftables":
+            return NftablesBackend(clock=self.clock, table=self.config.nft_table)
+        if name == "userspace":
+            return UserspaceBackend()
         return MemoryBackend()
 
     def policy_config(self, *, http_port: int | None = None) -> PolicyConfig:
@@ -355,6 +393,7 @@ class Daemon:
                 policy=self.policy_config(),
                 external_address=self.config.external_ip,
                 clock=self.clock,
+                local_ports=ListeningPorts(),
             )
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -439,6 +478,11 @@ class Daemon:
         policy = self.policy_config(http_port=self.http_port)
         if policy != core.policy.config:
             core.set_policy(policy)
+
+    @property
+    def backend_name(self) -> str:
+        """The data plane in use ("nftables", "userspace", "memory"); "" before start."""
+        return self.core.backend.name if self.core is not None else ""
 
     # -- what it serves ------------------------------------------------------------------------
 
@@ -536,9 +580,9 @@ async def serve(
         if on_ready is not None:
             on_ready(daemon)
         log.info(
-            "running: backend %s (moves no packets yet), public connection %s, LAN %s, "
+            "running: backend %s, public connection %s, LAN %s, "
             "HTTP port %d, SSDP port %s, BOOTID %d, state in %s",
-            config.backend if config.backend != "auto" else "memory",
+            daemon.backend_name,
             config.wan or f"{VIRTUAL_WAN!r} (virtual)",
             ", ".join(config.lan),
             daemon.http_port,

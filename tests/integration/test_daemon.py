@@ -507,9 +507,9 @@ def test_bad_config_files(spawner: Spawner, tmp_path: Path) -> None:
 
 def test_bad_flag(spawner: Spawner) -> None:
     assert_one_line(
-        spawner.fail("--backend", "nftables"),
+        spawner.fail("--backend", "bogus"),
         2,
-        r"igd: error: --backend: 'nftables' is not one of auto, memory",
+        r"igd: error: --backend: 'bogus' is not one of auto, memory, nftables, userspace",
     )
 
 

@@ -95,7 +95,12 @@ ETH_P_IP: Final = 0x0800
 ETH_P_ARP: Final = 0x0806
 PACKET_OUTGOING: Final = 4
 WAN_ACTIONS_V2: Final = {"ForceTermination": 606, "RequestTermination": 606}
-RELAXED_TOML: Final = f"secure_mode = false\nquota_per_client = {QUOTA}\n"
+# Each daemon of the gateway namespace owns its own nftables table (auto picks nftables as root).
+RELAXED_TOML: Final = (
+    f'secure_mode = false\nquota_per_client = {QUOTA}\nnft_table = "igd_relaxed"\n'
+)
+RESTART_TOML: Final = 'nft_table = "igd_restart"\n'
+
 KNOWN_REMOTE_FAULT_TRACEBACKS: Final = (
     "aiohttp.http_exceptions.",
     "ConnectionResetError",
@@ -1121,17 +1126,21 @@ def test_st_26_description_injection(cat: Catalogue) -> None:
     With the lab's addresses (198.18.0.9 for 192.168.1.9): the line-break payload and other
     control characters are 402, 4 kB is 605 (402 on IGD:1), `<script>` is stored verbatim and
     escaped on the wire. Its own daemon (HTTP 5002) is stopped and started on the same state:
-    exactly the accepted mapping is back, no log line starts with the payload. No firewall
-    backend exists yet (memory). Detail: unit/test_soap_actions.py::
-    test_description_injection_is_refused, unit/test_policy.py::test_invalid_descriptions,
+    exactly the accepted mapping is back, no log line starts with the payload. No description
+    ever reaches the nftables table (unit/test_nftables_rules.py fuzzes that). Detail:
+    unit/test_soap_actions.py::test_description_injection_is_refused,
+    unit/test_policy.py::test_invalid_descriptions,
     unit/test_mappings.py::test_bad_input_changes_nothing.
     """
     lab, port = cat.lab, 44100
     state, payload = cat.state_root / "restart", "x\nTCP:22:198.18.0.9:22:0:evil"
     script = "<script>alert(1)</script>"
 
+    config = cat.state_root / "restart.toml"
+    config.write_text(RESTART_TOML)
+
     def start() -> IgdDaemon:
-        return start_igd(lab, state, http_port=RESTART_HTTP, ssdp_port=RESTART_SSDP)
+        return start_igd(lab, state, http_port=RESTART_HTTP, ssdp_port=RESTART_SSDP, config=config)
 
     def entries(client: SoapClient) -> list[tuple[str, str, str, str]]:
         return sorted(

@@ -81,7 +81,10 @@ def test_no_command_prints_help(capsys: Captured) -> None:
         (["serve", "--ssdp-port", "x"], "argument --ssdp-port: invalid int value"),
         (["serve", "--igd-version", "3"], "argument --igd-version: invalid choice: 3"),
         (["serve", "--lan"], "argument --lan: expected one argument"),
-        (["serve", "--backend", "nftables"], "--backend: 'nftables' is not one of auto, memory"),
+        (
+            ["serve", "--backend", "bogus"],
+            "--backend: 'bogus' is not one of auto, memory, nftables, userspace",
+        ),
         (["serve", "--http-port", "70000"], "--http-port: port 70000 is not in 0..65535"),
         (["serve", "--external-ip", "1.2.3"], "--external-ip: '1.2.3' is not an IPv4 address"),
         (["serve", "--log-level", "loud"], "--log-level: 'loud' is not one of"),

@@ -68,6 +68,7 @@ VALID: list[tuple[str, str, object]] = [
     ),
     ("max_lease_s", "3600", 3600),
     ("friendly_name", '"Home gateway"', "Home gateway"),
+    ("nft_table", '"igd_lab2"', "igd_lab2"),
 ]
 
 
@@ -92,7 +93,7 @@ INVALID: list[tuple[str, str, str]] = [
     ("external_ip", '"224.0.0.1"', "cannot be"),
     ("external_ip", '"0.0.0.0"', "cannot be"),
     ("external_ip", "7", "IPv4 address"),
-    ("backend", '"nftables"', "not one of auto, memory"),
+    ("backend", '"bogus"', "not one of auto, memory, nftables, userspace"),
     ("http_port", "-1", "not in 0..65535"),
     ("http_port", "65536", "not in 0..65535"),
     ("http_port", '"80"', "port number"),
@@ -120,6 +121,8 @@ INVALID: list[tuple[str, str, str]] = [
     ("friendly_name", '""', "non-empty"),
     ("friendly_name", f'"{"x" * 64}"', "longer than 63"),
     ("friendly_name", '"a\\u0007b"', "control characters"),
+    ("nft_table", '"igd; flush ruleset"', "not a table name"),
+    ("nft_table", '""', "not a table name"),
 ]
 
 
@@ -162,7 +165,7 @@ FLAG_INVALID: list[tuple[str, object, str]] = [
     ("lan", ["x" * 16], "not a valid interface name"),
     ("wan", "bad name", "not a valid interface name"),
     ("external_ip", "198.19.0", "not an IPv4 address"),
-    ("backend", "userspace", "not one of"),
+    ("backend", "bogus", "not one of"),
     ("http_port", 99999, "not in 0..65535"),
     ("ssdp_port", -3, "not in 0..65535"),
     ("igd_version", 3, "not 1 or 2"),
@@ -267,4 +270,4 @@ def test_config_is_frozen() -> None:
 
 
 def test_backends_listed() -> None:
-    assert BACKENDS == ("auto", "memory")
+    assert BACKENDS == ("auto", "memory", "nftables", "userspace")
