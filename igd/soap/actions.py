@@ -36,7 +36,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Final, Protocol, TypeVar
 
@@ -163,6 +163,10 @@ class ControlSettings:
     started_at: float = 0.0
     show_all_mappings: bool = False
     max_listed_mappings: int = MAX_LISTED_MAPPINGS
+    enumerations: dict[IPv4Address, tuple[int, list[NatMapping]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Each client's visible list, valid while SystemUpdateID stays (GetGeneric walks it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +393,23 @@ def _candidates(call: _Call) -> Iterable[NatMapping]:
     return call.core.mappings_related_to(call.request.requester)
 
 
+_MAX_CACHED_ENUMERATIONS: Final = 256
+
+
+def _enumeration(call: _Call) -> list[NatMapping]:
+    """The caller's visible list, reused across one GetGeneric walk (O(1) per entry, not O(n))."""
+    cache = call.settings.enumerations
+    stamp = call.core.system_update_id
+    cached = cache.get(call.request.requester)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    visible = _visible_mappings(call, _candidates(call))
+    if len(cache) >= _MAX_CACHED_ENUMERATIONS:
+        cache.clear()
+    cache[call.request.requester] = (stamp, visible)
+    return visible
+
+
 def _visible_mappings(call: _Call, mappings: Iterable[NatMapping]) -> list[NatMapping]:
     now = call.now()
     return [m for m in mappings if _live(m, now) and _visible(call, m)]
@@ -569,7 +590,9 @@ _DETAIL_OUTPUTS: Final = (
 async def _get_generic_port_mapping_entry(call: _Call) -> Mapping[str, OutValue]:
     """Entry `index` of the caller-visible list in key order; past the end 713 (WIP-29/30)."""
     index = call.args.number("NewPortMappingIndex")
-    visible = _visible_mappings(call, _candidates(call))
+    visible = _enumeration(call)
+    if index < len(visible) and not _live(visible[index], call.now()):
+        visible = _visible_mappings(call, _candidates(call))  # a lease ran out since
     if index >= len(visible):
         raise SpecifiedArrayIndexInvalid(f"index {index} of {len(visible)} entries")
     return _entry(visible[index], call.now())
