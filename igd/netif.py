@@ -299,8 +299,7 @@ def open_port_mapping_socket(
     ifindex = interface_index(ifname)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setblocking(False)  # no SO_REUSEADDR: a second server on this port must fail
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         except OSError as exc:

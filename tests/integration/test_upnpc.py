@@ -53,7 +53,15 @@ def _serve(directory: Path, *args: str) -> Served:
     """Start `igd serve` on lo and wait (bounded) for its ready line."""
     stderr_path = directory / "stderr.txt"
     argv = [sys.executable, "-m", "igd", "serve", "--lan", "lo", "--http-port", "0"]
-    argv += ["--ssdp-port", str(_free_udp_port()), "--state-dir", str(directory / "state"), *args]
+    argv += [
+        "--ssdp-port",
+        str(_free_udp_port()),
+        "--pcp-port",
+        "0",
+        "--state-dir",
+        str(directory / "state"),
+        *args,
+    ]
     with stderr_path.open("w", encoding="utf-8") as stderr:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True
