@@ -50,7 +50,9 @@ bench: install
 
 ## run: `igd serve` on loopback only (no root, no real network touched), state in ./state.
 # It prints the description URLs and how to try them (`upnpc -u URL -l`); Ctrl-C stops it.
-# More flags: make run RUN_FLAGS="--external-ip 198.19.0.1 --allow-private-external"
+# Mappings forward on 127.0.0.1 through the userspace relay; NAT-PMP/PCP answer on 127.0.0.1:5351,
+# the status page is at /status/ on the HTTP port, `igd status` reads ./state/igd.sock.
+# NAT-PMP/PCP need an external address: make run RUN_FLAGS="--external-ip 198.19.0.1 --allow-private-external"
 RUN_FLAGS ?=
 run: install
 	$(BIN)/igd serve --lan lo --state-dir state $(RUN_FLAGS)

@@ -2,6 +2,8 @@
 
 Exit codes: 0 after a clean stop (SIGINT/SIGTERM), 1 for a runtime failure (a port in use),
 2 for bad usage or configuration. Every failure is one line on stderr, never a traceback.
+The operator commands (`igd status`, `igd mappings ...`) live in igd.clicmds; SIGHUP makes
+`igd serve` load its --config file and flags again (igd.daemon applies what can change live).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Final, NoReturn
 
-from igd import __version__
-from igd.config import BACKENDS, LOG_LEVELS, ConfigError, load_config
+from igd import __version__, clicmds
+from igd.config import BACKENDS, LOG_LEVELS, Config, ConfigError, load_config
 
 PROG: Final = "igd"
 
@@ -35,6 +37,11 @@ SERVE_KEYS: Final = (
     "igd_version",
     "log_level",
     "allow_private_external",
+    "natpmp",
+    "pcp_port",
+    "admin_socket",
+    "admin_port",
+    "admin_token_file",
 )
 
 
@@ -94,6 +101,33 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         help="report a private/reserved external address instead of an empty one (WIP-03)",
     )
+    serve.add_argument(
+        "--no-natpmp",
+        dest="natpmp",
+        action="store_const",
+        const=False,
+        help="serve PCP only on UDP 5351, not NAT-PMP",
+    )
+    serve.add_argument("--pcp-port", type=int, metavar="N", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--admin-socket",
+        type=Path,
+        metavar="PATH",
+        help="the admin API's Unix socket, mode 0600 (default: STATE_DIR/igd.sock)",
+    )
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        metavar="N",
+        help="also serve the admin API on 127.0.0.1:N (needs --admin-token-file)",
+    )
+    serve.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="FILE",
+        help="file whose first line is the admin API's bearer token",
+    )
+    clicmds.add_subcommands(commands)
     return parser
 
 
@@ -150,16 +184,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
+    if clicmds.handles(args):
+        return clicmds.run(args)
+    config_path: Path | None = args.config
     overrides = {key: getattr(args, key) for key in SERVE_KEYS}
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(config_path, overrides)
     except ConfigError as exc:
         return _fail(EXIT_USAGE, str(exc))
     _configure_logging(config.log_level)
     from igd.daemon import DaemonError, run  # here, so --help and bad flags stay fast
 
+    def reload() -> Config:
+        """The configuration again, from the same file and flags (SIGHUP)."""
+        return load_config(config_path, overrides)
+
     try:
-        run(config)
+        run(config, reload=reload)
     except ConfigError as exc:
         return _fail(EXIT_USAGE, str(exc))
     except DaemonError as exc:

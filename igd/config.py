@@ -2,8 +2,12 @@
 
 The same keys work in the file and as flags (`--http-port 0` is `http_port = 0`); flags win.
 A file may also set the keys that have no flag (secure_mode, rules, quota_per_client,
-max_mappings, reserved_ports, max_lease_s, friendly_name). Every value is checked here, so the
-daemon starts from a `Config` that is valid as far as can be told without touching the system.
+max_mappings, reserved_ports, max_lease_s, friendly_name, natpmp_max_lifetime_s). Every value is
+checked here, so the daemon starts from a `Config` that is valid as far as can be told without
+touching the system (the admin token file is read by the daemon at start).
+
+On SIGHUP the daemon loads the configuration again: the keys in LIVE_KEYS apply at once (policy
+to new requests only; existing mappings stay), every other key needs a restart.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from igd.natcore import DEFAULT_RULES, IPProtocol, NatError, PermissionRule
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_PCP_PORT",
     "DEFAULT_SSDP_PORT",
+    "LIVE_KEYS",
     "LOG_LEVELS",
     "VIRTUAL_WAN",
     "Config",
     "ConfigError",
+    "changed_keys",
     "flag_for",
     "load_config",
 ]
@@ -35,6 +42,8 @@ BACKENDS: Final = ("auto", "memory", "nftables", "userspace")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 DEFAULT_SSDP_PORT: Final = 1900
 """SSDP listens on UDP 1900 (GEN-01); other values are for tests only."""
+DEFAULT_PCP_PORT: Final = 5351
+"""NAT-PMP and PCP listen on UDP 5351 (RFC 6886, RFC 6887); other values are for tests only."""
 VIRTUAL_WAN: Final = "wan"
 """Name of the virtual public connection used when no `wan` interface is configured."""
 
@@ -44,6 +53,23 @@ FRIENDLY_NAME_MAX_CHARS: Final = 63
 """friendlyName SHOULD be shorter than 64 characters (DESC-05)."""
 MAX_MAPPINGS_LIMIT: Final = 65536 * 2
 """At most one mapping per (protocol, external port): 2 x 65536 slots."""
+NATPMP_LIFETIME_LIMIT: Final = 2**32 - 1
+"""NAT-PMP lifetimes are 32-bit seconds (RFC 6886 section 3.3)."""
+UNIX_PATH_MAX: Final = 107
+"""Longest Unix socket path in bytes (sun_path is 108 bytes with the final NUL)."""
+LIVE_KEYS: Final = frozenset(
+    {
+        "secure_mode",
+        "rules",
+        "quota_per_client",
+        "max_mappings",
+        "reserved_ports",
+        "max_lease_s",
+        "log_level",
+        "natpmp_max_lifetime_s",
+    }
+)
+"""Keys a reload (SIGHUP) applies to the running daemon; the others need a restart."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _RESERVED = re.compile(r"(?i)(tcp|udp)/(\d{1,5})")
@@ -82,6 +108,12 @@ class Config:
     max_lease_s: int = 604800
     friendly_name: str = "igd gateway"
     nft_table: str = "igd"  # the nftables table the daemon owns (inet family)
+    natpmp: bool = True  # NAT-PMP beside PCP on pcp_port (PCP is always served)
+    pcp_port: int = DEFAULT_PCP_PORT  # 0: an ephemeral port per LAN address (tests)
+    natpmp_max_lifetime_s: int = 86400
+    admin_socket: Path | None = None  # None: <state_dir>/igd.sock
+    admin_port: int | None = None  # loopback TCP for the admin API; needs admin_token_file
+    admin_token_file: Path | None = None  # its first line is the admin API's bearer token
 
 
 class _Invalid(Exception):
@@ -177,12 +209,23 @@ def _backend(value: object) -> str:
     return value
 
 
-def _state_dir(value: object) -> Path:
+def _path(value: object, what: str = "a file path") -> Path:
     if not isinstance(value, str | Path) or not str(value):
-        raise _Invalid(f"expected a directory path, got {value!r}")
+        raise _Invalid(f"expected {what}, got {value!r}")
     if "\0" in str(value):
         raise _Invalid("a path cannot contain NUL")
     return Path(value)
+
+
+def _state_dir(value: object) -> Path:
+    return _path(value, "a directory path")
+
+
+def _admin_socket(value: object) -> Path:
+    path = _path(value, "a socket path")
+    if len(str(path).encode()) > UNIX_PATH_MAX:
+        raise _Invalid(f"longer than {UNIX_PATH_MAX} bytes (the Unix socket path limit)")
+    return path
 
 
 def _igd_version(value: object) -> int:
@@ -253,6 +296,12 @@ _CONVERTERS: Final[dict[str, Callable[[object], object]]] = {
     "max_lease_s": _positive,
     "friendly_name": _friendly_name,
     "nft_table": _nft_table,
+    "natpmp": _bool,
+    "pcp_port": lambda v: _port(v, allow_zero=True),
+    "natpmp_max_lifetime_s": lambda v: _positive(v, limit=NATPMP_LIFETIME_LIMIT),
+    "admin_socket": _admin_socket,
+    "admin_port": lambda v: _port(v, allow_zero=False),
+    "admin_token_file": _path,
 }
 KEYS: Final = tuple(f.name for f in fields(Config))
 assert set(_CONVERTERS) == set(KEYS)
@@ -308,4 +357,13 @@ def load_config(path: Path | None = None, overrides: Mapping[str, object] | None
             f"{VIRTUAL_WAN!r} names the virtual public connection; set wan = {VIRTUAL_WAN!r} "
             "to use the interface as the WAN",
         )
+    if config.admin_port is not None and config.admin_token_file is None:
+        raise ConfigError(
+            "admin_token_file", "needed with admin_port: the admin API on TCP requires a token"
+        )
     return config
+
+
+def changed_keys(old: Config, new: Config) -> tuple[str, ...]:
+    """The keys whose values differ between two configurations, in declaration order."""
+    return tuple(key for key in KEYS if getattr(old, key) != getattr(new, key))

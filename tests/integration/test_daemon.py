@@ -1,7 +1,8 @@
 """`igd serve` as a subprocess on loopback: ready line, description, signals, persistence, errors.
 
-No root needed: LAN lo, an ephemeral HTTP port, a high SSDP port, state under tmp_path. Every
-wait is bounded; every process started is killed at teardown if it is still running.
+No root needed: LAN lo, an ephemeral HTTP port, a high SSDP port, ephemeral NAT-PMP/PCP ports,
+state under tmp_path. Every wait is bounded; every process started is killed at teardown if it is
+still running. Spawner and the helpers here are shared by test_daemon_protocols and test_reload.
 """
 
 from __future__ import annotations
@@ -29,17 +30,22 @@ from xml.etree import ElementTree
 
 import pytest
 
+from igd.admin import LatencyRecorder
 from igd.config import Config, ConfigError
 from igd.daemon import (
     BOOT_ID_COUNTER,
     DEVICE_UUID_FILE,
+    EPOCH_ORIGIN_COUNTER,
     NATPMP_PORT,
     STORE_FILE,
     DaemonError,
     InterfaceWan,
+    TimedBackend,
     VirtualWan,
     bump_boot_id,
     load_device_uuid,
+    load_epoch_origin,
+    read_admin_token,
     ready_line,
     serve,
     server_string,
@@ -47,7 +53,8 @@ from igd.daemon import (
 from igd.daemon import (
     Daemon as InProcessDaemon,
 )
-from igd.natcore import IPProtocol, SharingConnectionType, SqliteStore
+from igd.natcore import BackendError, IPProtocol, Plan, SharingConnectionType, SqliteStore
+from igd.natcore.backends.memory import MemoryBackend
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -107,7 +114,7 @@ class Spawner:
         port = free_udp_port() if ssdp_port is None else ssdp_port
         stderr_path = self.tmp_path / f"stderr-{self.count}.txt"
         argv = [sys.executable, "-m", "igd", "serve", "--lan", "lo", "--http-port", "0"]
-        argv += ["--ssdp-port", str(port)]
+        argv += ["--ssdp-port", str(port), "--pcp-port", "0"]
         argv += ["--state-dir", str(state_dir or self.state_dir), *args]
         with stderr_path.open("w", encoding="utf-8") as stderr:
             process = subprocess.Popen(
@@ -591,6 +598,60 @@ def test_boot_id_grows_and_is_at_least_the_clock(tmp_path: Path) -> None:
         store.close()
 
 
+def test_epoch_origin_is_set_once(tmp_path: Path) -> None:
+    """ST-29: kept while the store is kept; a new store starts a new epoch."""
+    store = SqliteStore(tmp_path / STORE_FILE)
+    try:
+        assert load_epoch_origin(store, 1_800_000_000.7) == 1_800_000_000
+        assert load_epoch_origin(store, 1_900_000_000.0) == 1_800_000_000
+        assert store.load().counters[EPOCH_ORIGIN_COUNTER] == 1_800_000_000
+    finally:
+        store.close()
+    fresh = SqliteStore(tmp_path / "other.sqlite3")
+    try:
+        assert load_epoch_origin(fresh, 1_900_000_000.0) == 1_900_000_000
+    finally:
+        fresh.close()
+
+
+def test_admin_token_file(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("  abc def  \nsecond line\n")
+    assert read_admin_token(path) == "abc def"
+    for content, problem in (
+        (b"", "holds no token on its first line"),
+        (b"\n\n", "holds no token on its first line"),
+        (b"a\x07b\n", "is not printable text"),
+        (b"\xff\xfe\n", "is not UTF-8 text"),
+        (b"x" * 5000, "is over 4096 bytes"),
+    ):
+        path.write_bytes(content)
+        with pytest.raises(ConfigError, match=r"^admin_token_file: ") as caught:
+            read_admin_token(path)
+        assert problem in str(caught.value)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"^admin_token_file: cannot read .*: no such file"):
+        read_admin_token(tmp_path / "missing")
+
+
+async def test_timed_backend_observes_apply_and_forwards() -> None:
+    inner = MemoryBackend()
+    recorder = LatencyRecorder()
+    ticks = iter([10.0, 10.25, 20.0, 20.5])
+    timed = TimedBackend(inner, recorder.observe, clock=lambda: next(ticks))
+    assert timed.name == inner.name
+    await timed.start((), ())
+    await timed.apply(Plan())
+    inner.fail_next = 1
+    with pytest.raises(BackendError):
+        await timed.apply(Plan())
+    snapshot = recorder.snapshot()
+    assert snapshot.count == 2
+    assert snapshot.sum_s == pytest.approx(0.75)
+    assert timed.mappings is inner.mappings  # other attributes are the wrapped backend's
+    await timed.stop()
+
+
 def test_server_string_and_ready_line() -> None:
     assert re.fullmatch(r"Linux/\S+ UPnP/1\.1 igd/\d+\.\d+\.\d+\S*", server_string())
     line = ready_line([(2, "http://h:1/igd2/rootDesc.xml"), (1, "http://h:1/igd1/rootDesc.xml")])
@@ -622,7 +683,7 @@ def test_udn_file_is_a_uuid(tmp_path: Path) -> None:
 
 
 def in_process_config(tmp_path: Path, **changes: object) -> Config:
-    values: dict[str, object] = {"state_dir": tmp_path / "state", "ssdp_port": 0}
+    values: dict[str, object] = {"state_dir": tmp_path / "state", "ssdp_port": 0, "pcp_port": 0}
     values.update(changes)
     return Config(**values)  # type: ignore[arg-type]
 
@@ -644,6 +705,18 @@ async def test_in_process_start_and_stop(tmp_path: Path) -> None:
         (responder,) = daemon.responders
         assert responder.port != 0
         assert (IPProtocol.UDP, responder.port) in reserved
+        assert daemon.backend_name in ("userspace", "memory")
+        assert daemon.gena is not None
+        assert daemon.natpmp is not None
+        assert daemon.pcp is not None
+        assert daemon.endpoint is not None
+        assert daemon.endpoint.running
+        assert daemon.status_page is not None
+        assert daemon.pcp_ports
+        assert all(daemon.pcp_ports)
+        assert all((IPProtocol.UDP, port) in reserved for port in daemon.pcp_ports)
+        assert daemon.admin_socket == tmp_path / "state" / "igd.sock"
+        assert daemon.admin_socket.exists()
         urls = daemon.description_urls()
         assert [version for version, _ in urls] == [2, 1]
         status, _, body = await asyncio.to_thread(http_get, urls[0][1])
@@ -653,6 +726,9 @@ async def test_in_process_start_and_stop(tmp_path: Path) -> None:
         await daemon.stop()
     assert daemon.core is None
     assert daemon.responders == []
+    assert daemon.gena is None
+    assert daemon.endpoint is None
+    assert not (tmp_path / "state" / "igd.sock").exists()
     await daemon.stop()  # idempotent
     with pytest.raises(RuntimeError, match="already started"):
         await daemon.start()

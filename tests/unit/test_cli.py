@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     """Replace the daemon's run with a recorder; the list holds each Config it was given."""
     seen: list[Config] = []
 
-    def fake_run(config: Config) -> None:
+    def fake_run(config: Config, **kwargs: object) -> None:
         seen.append(config)
 
     monkeypatch.setattr(daemon, "run", fake_run)
@@ -43,7 +44,9 @@ def test_help(capsys: Captured) -> None:
     assert main(["--help"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "usage: igd" in out
-    assert "serve" in out
+    for command in ("serve", "status", "connections", "sharing", "firewall", "mappings", "events"):
+        assert command in out
+    assert "check-config" in out
 
 
 def test_serve_help_lists_the_flags_and_hides_ssdp_port(capsys: Captured) -> None:
@@ -60,9 +63,14 @@ def test_serve_help_lists_the_flags_and_hides_ssdp_port(capsys: Captured) -> Non
         "--igd-version",
         "--log-level",
         "--allow-private-external",
+        "--no-natpmp",
+        "--admin-socket",
+        "--admin-port",
+        "--admin-token-file",
     ):
         assert flag in out
     assert "--ssdp-port" not in out
+    assert "--pcp-port" not in out
 
 
 def test_no_command_prints_help(capsys: Captured) -> None:
@@ -90,6 +98,12 @@ def test_no_command_prints_help(capsys: Captured) -> None:
         (["serve", "--log-level", "loud"], "--log-level: 'loud' is not one of"),
         (["serve", "--lan", "lo", "--lan", "lo"], "--lan: interface lo is listed twice"),
         (["serve", "--lan", "eth0", "--wan", "eth0"], "wan: eth0 is also a LAN interface"),
+        (["serve", "--pcp-port", "x"], "argument --pcp-port: invalid int value"),
+        (["serve", "--pcp-port", "-1"], "--pcp-port: port -1 is not in 0..65535"),
+        (["serve", "--admin-port", "0"], "--admin-port: port 0 is not in 1..65535"),
+        (["serve", "--admin-port", "8631"], "admin_token_file: needed with admin_port"),
+        (["status", "--bogus"], "unknown option '--bogus'"),
+        (["mappings", "add", "tcp"], "the following arguments are required"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
@@ -150,10 +164,79 @@ def test_serve_defaults(runs: list[Config]) -> None:
     assert runs == [Config()]
 
 
+def test_serve_new_flags(tmp_path: Path, runs: list[Config]) -> None:
+    token = tmp_path / "token"
+    argv = ["serve", "--no-natpmp", "--pcp-port", "0", "--admin-socket", str(tmp_path / "s")]
+    argv += ["--admin-port", "8631", "--admin-token-file", str(token)]
+    assert main(argv) == EXIT_OK
+    (config,) = runs
+    assert config.natpmp is False
+    assert config.pcp_port == 0
+    assert config.admin_socket == tmp_path / "s"
+    assert config.admin_port == 8631
+    assert config.admin_token_file == token
+
+
+def test_serve_passes_a_reload_that_reads_the_file_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    reloads: list[Callable[[], Config]] = []
+
+    def fake_run(config: Config, *, reload: Callable[[], Config]) -> None:
+        reloads.append(reload)
+
+    monkeypatch.setattr(daemon, "run", fake_run)
+    path = tmp_path / "igd.toml"
+    path.write_text("quota_per_client = 5\n", encoding="utf-8")
+    assert main(["serve", "--config", str(path), "--http-port", "1234"]) == EXIT_OK
+    (reload,) = reloads
+    path.write_text("quota_per_client = 9\nhttp_port = 80\n", encoding="utf-8")
+    config = reload()
+    assert config.quota_per_client == 9
+    assert config.http_port == 1234  # the flags still win
+    path.write_text("quota_per_client = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="quota_per_client"):
+        reload()
+
+
+def test_operator_commands_are_dispatched_to_clicmds(
+    monkeypatch: pytest.MonkeyPatch, runs: list[Config]
+) -> None:
+    from igd import clicmds
+
+    seen: list[str] = []
+
+    def fake_run(args: object) -> int:
+        seen.append(str(getattr(args, "command", "")))
+        return 3
+
+    monkeypatch.setattr(clicmds, "run", fake_run)
+    assert main(["status", "--socket", "/nonexistent/igd.sock"]) == 3
+    assert main(["mappings", "list", "--json"]) == 3
+    assert seen == ["status", "mappings"]
+    assert runs == []
+
+
+def test_status_without_a_daemon_is_one_line(tmp_path: Path, capsys: Captured) -> None:
+    assert main(["status", "--socket", str(tmp_path / "igd.sock")]) == 3
+    assert "igd: error: " in one_error_line(capsys)
+
+
+def test_check_config(tmp_path: Path, capsys: Captured) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text("natpmp = false\npcp_port = 5351\n", encoding="utf-8")
+    assert main(["check-config", str(good)]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"{good}: ok"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("admin_port = 8631\n", encoding="utf-8")
+    assert main(["check-config", str(bad)]) == 1
+    assert "admin_token_file: needed with admin_port" in one_error_line(capsys)
+
+
 def test_runtime_failure_exits_1_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: Captured
 ) -> None:
-    def fail(config: Config) -> None:
+    def fail(config: Config, **kwargs: object) -> None:
         raise daemon.DaemonError("http_port: cannot listen on 127.0.0.1:80: address in use")
 
     monkeypatch.setattr(daemon, "run", fail)
@@ -166,7 +249,7 @@ def test_runtime_failure_exits_1_with_one_line(
 def test_config_failure_found_at_start_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: Captured
 ) -> None:
-    def fail(config: Config) -> None:
+    def fail(config: Config, **kwargs: object) -> None:
         raise ConfigError("lan", "interface nosuch0 does not exist")
 
     monkeypatch.setattr(daemon, "run", fail)
@@ -177,7 +260,7 @@ def test_config_failure_found_at_start_exits_2(
 def test_interrupt_before_the_daemon_handles_signals_exits_0(
     monkeypatch: pytest.MonkeyPatch, capsys: Captured
 ) -> None:
-    def interrupted(config: Config) -> None:
+    def interrupted(config: Config, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(daemon, "run", interrupted)

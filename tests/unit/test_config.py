@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from igd.config import BACKENDS, DEFAULT_SSDP_PORT, Config, ConfigError, flag_for, load_config
+from igd.config import (
+    BACKENDS,
+    DEFAULT_PCP_PORT,
+    DEFAULT_SSDP_PORT,
+    KEYS,
+    LIVE_KEYS,
+    Config,
+    ConfigError,
+    changed_keys,
+    flag_for,
+    load_config,
+)
 from igd.natcore import DEFAULT_RULES, IPProtocol, PermissionRule
 
 
@@ -30,6 +41,12 @@ def test_defaults_run_on_loopback_without_root() -> None:
     assert config.rules == DEFAULT_RULES
     assert config.reserved_ports == frozenset()
     assert config.allow_private_external is False
+    assert config.natpmp is True
+    assert config.pcp_port == DEFAULT_PCP_PORT == 5351
+    assert config.natpmp_max_lifetime_s == 86400
+    assert config.admin_socket is None  # <state_dir>/igd.sock
+    assert config.admin_port is None
+    assert config.admin_token_file is None
 
 
 # (key, TOML literal, expected converted value)
@@ -69,6 +86,15 @@ VALID: list[tuple[str, str, object]] = [
     ("max_lease_s", "3600", 3600),
     ("friendly_name", '"Home gateway"', "Home gateway"),
     ("nft_table", '"igd_lab2"', "igd_lab2"),
+    ("natpmp", "false", False),
+    ("natpmp", "true", True),
+    ("pcp_port", "5351", 5351),
+    ("pcp_port", "0", 0),
+    ("natpmp_max_lifetime_s", "3600", 3600),
+    ("natpmp_max_lifetime_s", "4294967295", 2**32 - 1),
+    ("admin_socket", '"/run/igd/igd.sock"', Path("/run/igd/igd.sock")),
+    ("admin_port", '8631\nadmin_token_file = "/etc/igd/admin-token"', 8631),
+    ("admin_token_file", '"/etc/igd/admin-token"', Path("/etc/igd/admin-token")),
 ]
 
 
@@ -123,6 +149,18 @@ INVALID: list[tuple[str, str, str]] = [
     ("friendly_name", '"a\\u0007b"', "control characters"),
     ("nft_table", '"igd; flush ruleset"', "not a table name"),
     ("nft_table", '""', "not a table name"),
+    ("natpmp", '"no"', "true or false"),
+    ("pcp_port", "65536", "not in 0..65535"),
+    ("pcp_port", '"5351"', "port number"),
+    ("natpmp_max_lifetime_s", "0", "not positive"),
+    ("natpmp_max_lifetime_s", "4294967296", "more than"),
+    ("admin_socket", "5", "socket path"),
+    ("admin_socket", '""', "socket path"),
+    ("admin_socket", f'"/{"s" * 107}"', "longer than 107 bytes"),
+    ("admin_port", "0", "not in 1..65535"),
+    ("admin_port", "true", "port number"),
+    ("admin_token_file", "[]", "file path"),
+    ("admin_token_file", '""', "file path"),
 ]
 
 
@@ -152,6 +190,10 @@ FLAG_VALID: list[tuple[str, object, object]] = [
     ("igd_version", 1, 1),
     ("log_level", "ERROR", "error"),
     ("allow_private_external", True, True),
+    ("natpmp", False, False),
+    ("pcp_port", 0, 0),
+    ("admin_socket", Path("/tmp/igd.sock"), Path("/tmp/igd.sock")),
+    ("admin_token_file", Path("/tmp/token"), Path("/tmp/token")),
 ]
 
 
@@ -170,6 +212,8 @@ FLAG_INVALID: list[tuple[str, object, str]] = [
     ("ssdp_port", -3, "not in 0..65535"),
     ("igd_version", 3, "not 1 or 2"),
     ("log_level", "loud", "not one of"),
+    ("pcp_port", 70000, "not in 0..65535"),
+    ("admin_port", 0, "not in 1..65535"),
 ]
 
 
@@ -271,3 +315,23 @@ def test_config_is_frozen() -> None:
 
 def test_backends_listed() -> None:
     assert BACKENDS == ("auto", "memory", "nftables", "userspace")
+
+
+def test_admin_port_needs_a_token_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^admin_token_file: needed with admin_port") as caught:
+        load_config(write(tmp_path, "admin_port = 8631\n"))
+    assert caught.value.key == "admin_token_file"
+    with pytest.raises(ConfigError, match=r"^admin_token_file: needed with admin_port"):
+        load_config(None, {"admin_port": 8631})
+    config = load_config(None, {"admin_port": 8631, "admin_token_file": tmp_path / "token"})
+    assert config.admin_port == 8631
+
+
+def test_live_keys_and_changed_keys() -> None:
+    assert set(KEYS) >= LIVE_KEYS
+    assert {"secure_mode", "rules", "quota_per_client", "log_level"} <= LIVE_KEYS
+    assert not {"lan", "wan", "backend", "http_port", "state_dir", "friendly_name"} & LIVE_KEYS
+    old = Config()
+    assert changed_keys(old, Config()) == ()
+    new = Config(quota_per_client=3, lan=("eth1",), friendly_name="x")
+    assert changed_keys(old, new) == ("lan", "quota_per_client", "friendly_name")
