@@ -95,11 +95,12 @@ ETH_P_IP: Final = 0x0800
 ETH_P_ARP: Final = 0x0806
 PACKET_OUTGOING: Final = 4
 WAN_ACTIONS_V2: Final = {"ForceTermination": 606, "RequestTermination": 606}
-# Each daemon of the gateway namespace owns its own nftables table (auto picks nftables as root).
+# Each daemon of the gateway namespace owns its own nftables table (auto picks nftables as root)
+# and, but for `main`, an ephemeral NAT-PMP/PCP port (only one server may hold 5351).
 RELAXED_TOML: Final = (
-    f'secure_mode = false\nquota_per_client = {QUOTA}\nnft_table = "igd_relaxed"\n'
+    f'secure_mode = false\nquota_per_client = {QUOTA}\nnft_table = "igd_relaxed"\npcp_port = 0\n'
 )
-RESTART_TOML: Final = 'nft_table = "igd_restart"\n'
+RESTART_TOML: Final = 'nft_table = "igd_restart"\npcp_port = 0\n'
 
 KNOWN_REMOTE_FAULT_TRACEBACKS: Final = (
     "aiohttp.http_exceptions.",
