@@ -71,6 +71,8 @@ LIVE_KEYS: Final = frozenset(
 )
 """Keys a reload (SIGHUP) applies to the running daemon; the others need a restart."""
 
+PORTMAP_RATE_LIMIT: Final = 100_000
+"""Upper bound of the per-source NAT-PMP/PCP rate and burst settings."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _RESERVED = re.compile(r"(?i)(tcp|udp)/(\d{1,5})")
 
@@ -111,6 +113,8 @@ class Config:
     natpmp: bool = True  # NAT-PMP beside PCP on pcp_port (PCP is always served)
     pcp_port: int = DEFAULT_PCP_PORT  # 0: an ephemeral port per LAN address (tests)
     natpmp_max_lifetime_s: int = 86400
+    portmap_rate_per_s: int = 20  # NAT-PMP/PCP requests per second per source (ST-24)
+    portmap_burst: int = 64  # requests a quiet source may send at once
     admin_socket: Path | None = None  # None: <state_dir>/igd.sock
     admin_port: int | None = None  # loopback TCP for the admin API; needs admin_token_file
     admin_token_file: Path | None = None  # its first line is the admin API's bearer token
@@ -299,6 +303,8 @@ _CONVERTERS: Final[dict[str, Callable[[object], object]]] = {
     "natpmp": _bool,
     "pcp_port": lambda v: _port(v, allow_zero=True),
     "natpmp_max_lifetime_s": lambda v: _positive(v, limit=NATPMP_LIFETIME_LIMIT),
+    "portmap_rate_per_s": lambda v: _positive(v, limit=PORTMAP_RATE_LIMIT),
+    "portmap_burst": lambda v: _positive(v, limit=PORTMAP_RATE_LIMIT),
     "admin_socket": _admin_socket,
     "admin_port": lambda v: _port(v, allow_zero=False),
     "admin_token_file": _path,

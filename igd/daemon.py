@@ -695,6 +695,8 @@ class Daemon:
             natpmp=natpmp,
             announce=functools.partial(_announce, tuple(sockets)),
             natpmp_announcement=natpmp.announcement if natpmp is not None else None,
+            rate_per_s=float(self.config.portmap_rate_per_s),
+            rate_burst=float(self.config.portmap_burst),
         )
         await endpoint.start()
         self._stack.push_async_callback(self._step, "NAT-PMP/PCP", endpoint.stop)
