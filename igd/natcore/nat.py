@@ -54,7 +54,11 @@ class StaticPortMapping:
     def __init__(self, manager: SharingManager, mapping: Mapping) -> None:
         self._manager = manager
         self._key = mapping.key
-        external = manager.external_address
+        self._load(mapping)
+
+    def _load(self, mapping: Mapping) -> None:
+        """Take the fields of a fresh snapshot (after an edit)."""
+        external = self._manager.external_address
         self.external_ip_address = "" if external is None else str(external)
         self.external_port = mapping.external_port
         self.internal_port = mapping.internal_port
@@ -63,33 +67,29 @@ class StaticPortMapping:
         self.enabled = mapping.enabled
         self.description = mapping.description
 
-    async def _edit(self, **changes: object) -> None:
-        mapping = await self._manager.edit_mapping(self._key, ADMIN, **changes)  # type: ignore[arg-type]
-        self.__init__(self._manager, mapping)  # type: ignore[misc]
-
     async def edit_internal_client(self, client: str) -> None:
         target = parse_target(client, None)
         if not isinstance(target, IPv4Address):
             target = await self._manager.resolve_target(target)
-        await self._edit(internal_client=target)
+        self._load(await self._manager.edit_mapping(self._key, ADMIN, internal_client=target))
 
     async def enable(self, enabled: bool) -> None:
-        await self._edit(enabled=bool(enabled))
+        self._load(await self._manager.edit_mapping(self._key, ADMIN, enabled=bool(enabled)))
 
     async def edit_description(self, description: str) -> None:
-        await self._edit(description=description)
+        self._load(await self._manager.edit_mapping(self._key, ADMIN, description=description))
 
     async def edit_internal_port(self, port: int) -> None:
-        await self._edit(internal_port=port)
+        self._load(await self._manager.edit_mapping(self._key, ADMIN, internal_port=port))
 
 
 class DynamicPortMapping(StaticPortMapping):
     """IDynamicPortMapping: a static mapping plus a remote host and a lease."""
 
-    def __init__(self, manager: SharingManager, mapping: Mapping) -> None:
-        super().__init__(manager, mapping)
+    def _load(self, mapping: Mapping) -> None:
+        super()._load(mapping)
         self.remote_host = "" if mapping.remote_host is None else str(mapping.remote_host)
-        self.lease_duration = mapping.remaining(manager.clock())
+        self.lease_duration = mapping.remaining(self._manager.clock())
 
     async def renew_lease(self, desired: int) -> int:
         """RenewLease: re-add with the same key; returns the granted duration."""
@@ -107,7 +107,7 @@ class DynamicPortMapping(StaticPortMapping):
             ),
             ADMIN,
         )
-        self.__init__(self._manager, renewed)  # type: ignore[misc]
+        self._load(renewed)
         return self.lease_duration
 
 

@@ -859,3 +859,32 @@ async def test_nat_number_of_entries_counts_every_mapping(core: SharingManager) 
         with contextlib.suppress(asyncio.CancelledError):
             await first
         await close_iterator(entries)
+
+
+async def test_static_mapping_editors_change_the_mapping_in_place(
+    core: SharingManager, backend: MemoryBackend, clock: FakeClock
+) -> None:
+    """IStaticPortMapping Edit*/Enable and IDynamicPortMapping RenewLease (ics-icf 2.4, 2.5):
+    the key stays, the fields change, the object reads the new values, the backend follows."""
+    static = static_collection(core)
+    entry = await static.add(5050, "TCP", 5050, str(LAN_HOST), True, "before")
+    await entry.edit_description("after")
+    await entry.edit_internal_port(6060)
+    await entry.edit_internal_client("lanhost2")
+    assert (entry.description, entry.internal_port, entry.internal_client) == (
+        "after",
+        6060,
+        str(LAN_HOST2),
+    )
+    await entry.enable(False)
+    assert not entry.enabled
+    assert not any(k.external_port == 5050 for k in backend.mappings)
+    fresh = static.item(5050, "TCP")
+    assert (fresh.description, fresh.internal_port, fresh.enabled) == ("after", 6060, False)
+
+    dynamic = core.nat.dynamic_port_mapping_collection
+    leased = await dynamic.add("", 5151, "UDP", 5151, str(LAN_HOST), True, "leased", 60)
+    assert leased.lease_duration == 60
+    clock.advance(30)
+    assert await leased.renew_lease(600) == 600
+    assert dynamic.item("", 5151, "UDP").lease_duration == 600
