@@ -79,6 +79,7 @@ from igd.netif import (
     ListeningPorts,
     interface_index,
     interface_ipv4,
+    ipv4_forwarding,
     link_counters,
     open_port_mapping_socket,
 )
@@ -964,6 +965,11 @@ async def serve(
             daemon.boot_id,
             config.state_dir,
         )
+        if daemon.backend_name == "nftables" and ipv4_forwarding() is False:
+            log.warning(
+                "net.ipv4.ip_forward is 0: mapped and shared traffic will not be routed "
+                "(sysctl -w net.ipv4.ip_forward=1)"
+            )
         if on_ready is not None:
             on_ready(daemon)
         await stop.wait()

@@ -192,6 +192,15 @@ def _sys_int(path: Path, *, base: int = 10) -> int | None:
         return None
 
 
+def ipv4_forwarding(*, proc_sys: Path = Path("/proc/sys")) -> bool | None:
+    """Whether this namespace routes IPv4 (net.ipv4.ip_forward); None when it cannot be read."""
+    try:
+        value = (proc_sys / "net" / "ipv4" / "ip_forward").read_text(encoding="ascii")
+    except OSError:
+        return None
+    return value.strip() == "1"
+
+
 def link_counters(ifname: str) -> LinkCounters:
     """Byte/packet counters, up state and speed of `ifname` from /sys/class/net (WCIC)."""
     base = _SYS_CLASS_NET / check_ifname(ifname)

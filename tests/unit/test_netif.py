@@ -211,3 +211,15 @@ def test_listening_ports_sees_a_real_listener() -> None:
         port = server.getsockname()[1]
         assert port in netif.listening_ports("tcp")
         assert port in netif.ListeningPorts()("TCP")
+
+
+def test_ipv4_forwarding_reads_the_sysctl(tmp_path: Path) -> None:
+    """The daemon warns when the kernel does not route (nftables NAT needs ip_forward=1)."""
+    knob = tmp_path / "net" / "ipv4" / "ip_forward"
+    assert netif.ipv4_forwarding(proc_sys=tmp_path) is None
+    knob.parent.mkdir(parents=True)
+    knob.write_text("0\n")
+    assert netif.ipv4_forwarding(proc_sys=tmp_path) is False
+    knob.write_text("1\n")
+    assert netif.ipv4_forwarding(proc_sys=tmp_path) is True
+    assert netif.ipv4_forwarding() in (True, False)
