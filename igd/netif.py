@@ -26,7 +26,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
@@ -381,6 +381,21 @@ class ListeningPorts:
             cached = (now, listening_ports(kind))
             self._cache[kind] = cached
         return cached[1]
+
+
+def peer_ipv4(
+    transport: asyncio.BaseTransport | None, fallback: str | None = None
+) -> IPv4Address | None:
+    """A connection's IPv4 peer (an IPv4-mapped IPv6 one too), read from the socket itself."""
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    text = peer[0] if isinstance(peer, tuple) and peer else fallback
+    if not isinstance(text, str):
+        return None
+    try:
+        address = ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    return address.ipv4_mapped if isinstance(address, IPv6Address) else address
 
 
 class ReceivedDatagram(NamedTuple):

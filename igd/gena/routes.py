@@ -26,7 +26,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final, Protocol
 
 from aiohttp import web
@@ -47,6 +46,7 @@ from igd.gena.subscriptions import (
     parse_request,
 )
 from igd.natcore import Event, SharingManager
+from igd.netif import peer_ipv4
 from igd.upnp import RootDevice, ServiceEndpoint
 
 __all__ = ["EVENTS_QUEUE_SIZE", "GenaFrontEnd"]
@@ -65,22 +65,6 @@ class _EventStream(Protocol):
     def __aiter__(self) -> AsyncIterator[Event]: ...
 
     def close(self) -> None: ...
-
-
-def _peer_ipv4(request: web.BaseRequest) -> IPv4Address | None:
-    """The peer's IPv4 address from the socket (an IPv4-mapped IPv6 peer too)."""
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    text = peer[0] if isinstance(peer, tuple) and peer else request.remote
-    if not isinstance(text, str):
-        return None
-    try:
-        address = ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, IPv6Address):
-        return address.ipv4_mapped
-    return address
 
 
 def _plain(status: int) -> web.Response:
@@ -228,7 +212,7 @@ class GenaFrontEnd:
         method = request.method
         if not self._running:
             return self._refuse(method, 503, "not-running")
-        subscriber = _peer_ipv4(request)
+        subscriber = peer_ipv4(request.transport, request.remote)
         if subscriber is None:  # the app's source gate passed it, so the socket went away
             return self._refuse(method, 412, "no-peer")
         headers = {name: tuple(request.headers.getall(name, ())) for name in GENA_HEADERS}

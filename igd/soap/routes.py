@@ -38,6 +38,7 @@ from typing import Final
 from aiohttp import web
 
 from igd.natcore import SharingManager
+from igd.netif import peer_ipv4
 from igd.soap.actions import (
     QUERY_STATE_VARIABLE,
     ActionRequest,
@@ -201,22 +202,6 @@ def host_allowed(
     return host_port is None or port is None or host_port == port
 
 
-def _peer_ipv4(request: web.BaseRequest) -> IPv4Address | None:
-    """The peer's IPv4 address (an IPv4-mapped IPv6 peer too), from the socket itself."""
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    text = peer[0] if isinstance(peer, tuple) and peer else request.remote
-    if not isinstance(text, str):
-        return None
-    try:
-        address = ip_address(_strip_zone(text))
-    except ValueError:
-        return None
-    if isinstance(address, IPv6Address):
-        return address.ipv4_mapped
-    return address
-
-
 def _local_address(request: web.BaseRequest) -> tuple[IPv4Address | IPv6Address | None, int | None]:
     """The address and port the connection arrived on."""
     transport = request.transport
@@ -288,7 +273,7 @@ class _Front:
 
     def _gate(self, request: web.Request) -> web.Response | None:
         """The refusal for a request that fails a gate, else None (GEN-02/09/10, ST-02/06/07)."""
-        peer = _peer_ipv4(request)
+        peer = peer_ipv4(request.transport, request.remote)
         if peer is None or not any(peer in net for net in self.config.lan_networks):
             self.stats.refused["source"] += 1
             return _refuse(403, "Forbidden")
@@ -402,7 +387,7 @@ class _Front:
             if exc.upnp_code is None:
                 return _plain(400, "Bad Request")
             return self._fault_for(endpoint, soap_action.action, ERRORS_BY_CODE[exc.upnp_code]())
-        requester = _peer_ipv4(request)
+        requester = peer_ipv4(request.transport, request.remote)
         if requester is None:  # the source gate let it in, so the socket went away
             return _refuse(403, "Forbidden")
         action_request = ActionRequest(

@@ -223,3 +223,29 @@ def test_ipv4_forwarding_reads_the_sysctl(tmp_path: Path) -> None:
     knob.write_text("1\n")
     assert netif.ipv4_forwarding(proc_sys=tmp_path) is True
     assert netif.ipv4_forwarding() in (True, False)
+
+
+class _Transport(asyncio.BaseTransport):
+    def __init__(self, peer: object) -> None:
+        super().__init__()
+        self._peer = peer
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._peer if name == "peername" else default
+
+
+@pytest.mark.parametrize(
+    ("peer", "fallback", "expected"),
+    [
+        (("198.18.0.10", 40000), None, IPv4Address("198.18.0.10")),
+        (("::ffff:198.18.0.11", 40000, 0, 0), None, IPv4Address("198.18.0.11")),
+        (("fe80::1%eth0", 40000, 0, 2), None, None),
+        (None, "198.18.0.12", IPv4Address("198.18.0.12")),
+        (None, None, None),
+        (("not an address", 1), None, None),
+    ],
+)
+def test_peer_ipv4(peer: object, fallback: str | None, expected: IPv4Address | None) -> None:
+    """The requester identity of HTTP front-ends (secure mode, GENA callbacks) from the socket."""
+    assert netif.peer_ipv4(_Transport(peer), fallback) == expected
+    assert netif.peer_ipv4(None, fallback) == (None if fallback is None else IPv4Address(fallback))
