@@ -43,6 +43,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -720,8 +721,6 @@ def start_igd(
     timeout_s: float = IGD_START_TIMEOUT_S,
 ) -> IgdDaemon:
     """Start `igd serve --lan br-lan --wan wan0` in lab.gw and wait (bounded) for its ready line."""
-    import sys
-
     argv = [sys.executable, "-m", "igd", "serve", "--lan", LAN_BRIDGE, "--wan", GW_WAN_IF,
             "--http-port", str(http_port), "--state-dir", str(state_dir),
             "--allow-private-external"]  # fmt: skip
@@ -1174,3 +1173,94 @@ def msearch_bytes(
         lines.append(f"MX: {mx}")
     lines.append(f"ST: {st}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+# ---- LAN echo server and WAN probes -------------------------------------------------------------
+
+PROBE_TIMEOUT_S: Final = 1.0
+"""How long a probe waits before it calls a port dropped."""
+
+ECHO_SERVER: Final = r"""
+import selectors, socket, sys
+host, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+selector = selectors.DefaultSelector()
+for port in ports:
+    tcp = socket.socket()
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((host, port))
+    tcp.listen(128)
+    selector.register(tcp, selectors.EVENT_READ, "tcp")
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((host, port))
+    selector.register(udp, selectors.EVENT_READ, "udp")
+print("ready", flush=True)
+while True:
+    for key, _ in selector.select():
+        sock = key.fileobj
+        if key.data == "udp":
+            try:
+                data, peer = sock.recvfrom(2048)
+                sock.sendto(peer[0].encode() + b" " + data, peer)
+            except OSError:  # no route back to the peer
+                pass
+            continue
+        conn, peer = sock.accept()
+        conn.settimeout(2)
+        try:
+            conn.sendall(peer[0].encode() + b" " + conn.recv(1024))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+"""
+
+
+def start_echo(lab: Lab, ns: str, host: str, *ports: int) -> LabProcess:
+    """The echo server in `ns` on host:port for each port, TCP and UDP; returns once bound."""
+    process = lab.spawn(ns, sys.executable, "-c", ECHO_SERVER, host, *map(str, ports))
+    assert process.read_line(timeout_s=5) == "ready"
+    return process
+
+
+def tcp_probe(
+    lab: Lab, ns: str, address: str, port: int, *, source: str | None = None,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> str:  # fmt: skip
+    """The peer address the echo server saw, "refused" or "dropped"."""
+    with lab.socket(ns, socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        if source is not None:
+            sock.bind((source, 0))
+        try:
+            sock.connect((address, port))
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return "dropped"
+        sock.settimeout(3.0)
+        sock.sendall(b"ping")
+        reply = sock.recv(1024).decode()
+    peer, _, data = reply.partition(" ")
+    assert data == "ping", reply
+    return peer
+
+
+def udp_probe(
+    lab: Lab, ns: str, address: str, port: int, *, source: str | None = None,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> str:  # fmt: skip
+    """The peer address the echo server saw, "refused" (ICMP port unreachable) or "dropped"."""
+    with lab.socket(ns, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.bind((source or "0.0.0.0", 0))
+        sock.connect((address, port))
+        try:
+            sock.send(b"ping")
+            reply = sock.recv(2048).decode()
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return "dropped"
+    peer, _, data = reply.partition(" ")
+    assert data == "ping", reply
+    return peer

@@ -21,7 +21,6 @@ import re
 import shutil
 import socket
 import struct
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -41,7 +40,10 @@ from netns.lab import (
     SoapClient,
     ip_mreqn,
     receive_datagrams,
+    start_echo,
     start_igd,
+    tcp_probe,
+    udp_probe,
 )
 from pcpclient import PcpClient, new_nonce
 
@@ -94,39 +96,6 @@ ECHO_PORTS: Final = (
     ST29_UDP_PORT, ST29_UPNP_PORT, ST29_SIZE_PORT, ST30_PORT, ST03_PORT,
 )  # fmt: skip
 
-ECHO_SERVER: Final = r"""
-import selectors, socket, sys
-host, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
-selector = selectors.DefaultSelector()
-for port in ports:
-    tcp = socket.socket()
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind((host, port))
-    tcp.listen(128)
-    selector.register(tcp, selectors.EVENT_READ, "tcp")
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind((host, port))
-    selector.register(udp, selectors.EVENT_READ, "udp")
-print("ready", flush=True)
-while True:
-    for key, _ in selector.select():
-        sock = key.fileobj
-        if key.data == "udp":
-            try:
-                data, peer = sock.recvfrom(2048)
-                sock.sendto(peer[0].encode() + b" " + data, peer)
-            except OSError:
-                pass
-            continue
-        conn, peer = sock.accept()
-        conn.settimeout(2)
-        try:
-            conn.sendall(peer[0].encode() + b" " + conn.recv(1024))
-        except OSError:
-            pass
-        finally:
-            conn.close()
-"""
 _MAPPED = re.compile(
     r"Mapped public port (\d+) protocol (TCP|UDP) to local port (\d+) liftime (\d+)"
 )
@@ -166,8 +135,7 @@ def env(module_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E
     lab = module_lab
     lan_listener = announce_listener(lab, lab.lan1)
     wan_listener = announce_listener(lab, lab.wan)
-    echo = lab.spawn(lab.lan1, sys.executable, "-c", ECHO_SERVER, LAN1_IP, *map(str, ECHO_PORTS))
-    assert echo.read_line(timeout_s=5) == "ready"
+    echo = start_echo(lab, lab.lan1, LAN1_IP, *ECHO_PORTS)
     daemon = start_igd(
         lab,
         tmp_path_factory.mktemp("igd") / "state",
@@ -199,41 +167,6 @@ def natpmpc_mapped(output: str) -> tuple[int, str, int, int]:
     found = _MAPPED.search(output)
     assert found is not None, output
     return int(found[1]), found[2], int(found[3]), int(found[4])
-
-
-def tcp_probe(lab: Lab, ns: str, address: str, port: int) -> str:
-    """The peer address the echo server saw, "refused" or "dropped" (bounded)."""
-    with lab.socket(ns, socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(NEGATIVE_S)
-        try:
-            sock.connect((address, port))
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return "dropped"
-        sock.settimeout(3.0)
-        sock.sendall(b"ping")
-        reply = sock.recv(1024).decode()
-    peer, _, data = reply.partition(" ")
-    assert data == "ping", reply
-    return peer
-
-
-def udp_probe(lab: Lab, ns: str, address: str, port: int) -> str:
-    """The peer address the echo server saw, "refused" (ICMP unreachable) or "dropped"."""
-    with lab.socket(ns, socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(NEGATIVE_S)
-        sock.connect((address, port))
-        try:
-            sock.send(b"ping")
-            reply = sock.recv(2048).decode()
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return "dropped"
-    peer, _, data = reply.partition(" ")
-    assert data == "ping", reply
-    return peer
 
 
 def probe(lab: Lab, protocol: str, port: int) -> str:

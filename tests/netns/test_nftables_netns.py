@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 import uuid
@@ -47,7 +46,10 @@ from netns.lab import (
     Lab,
     LabProcess,
     SoapClient,
+    start_echo,
     start_igd,
+    tcp_probe,
+    udp_probe,
 )
 
 from igd.natcore import BackendError, IPProtocol, Mapping, SharingConnectionType
@@ -74,95 +76,11 @@ UPNPC_TIMEOUT_S: Final = 10.0
 WAN_GUID: Final = uuid.UUID(int=0xA1)
 LAN_GUID: Final = uuid.UUID(int=0xB2)
 
-ECHO_SERVER: Final = r"""
-import selectors, socket, sys
-host, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
-selector = selectors.DefaultSelector()
-for port in ports:
-    tcp = socket.socket()
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind((host, port))
-    tcp.listen(128)
-    selector.register(tcp, selectors.EVENT_READ, "tcp")
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind((host, port))
-    selector.register(udp, selectors.EVENT_READ, "udp")
-print("ready", flush=True)
-while True:
-    for key, _ in selector.select():
-        sock = key.fileobj
-        if key.data == "udp":
-            try:
-                data, peer = sock.recvfrom(2048)
-                sock.sendto(peer[0].encode() + b" " + data, peer)
-            except OSError:  # no route back to the peer
-                pass
-            continue
-        conn, peer = sock.accept()
-        conn.settimeout(2)
-        try:
-            conn.sendall(peer[0].encode() + b" " + conn.recv(1024))
-        except OSError:
-            pass
-        finally:
-            conn.close()
-"""
 
 pytestmark = pytest.mark.timeout(60)
 
 
 # ---- Traffic ------------------------------------------------------------------------------------
-
-
-def start_echo(lab: Lab, ns: str, host: str, *ports: int) -> LabProcess:
-    """The echo server in `ns` on host:port for each port, TCP and UDP; returns once bound."""
-    process = lab.spawn(ns, sys.executable, "-c", ECHO_SERVER, host, *map(str, ports))
-    assert process.read_line(timeout_s=5) == "ready"
-    return process
-
-
-def tcp_probe(
-    lab: Lab, ns: str, address: str, port: int, *, source: str | None = None,
-    timeout_s: float = NEGATIVE_S,
-) -> str:  # fmt: skip
-    """The peer address the echo server saw, "refused" or "dropped"."""
-    with lab.socket(ns, socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout_s)
-        if source is not None:
-            sock.bind((source, 0))
-        try:
-            sock.connect((address, port))
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return "dropped"
-        sock.settimeout(3.0)
-        sock.sendall(b"ping")
-        reply = sock.recv(1024).decode()
-    peer, _, data = reply.partition(" ")
-    assert data == "ping", reply
-    return peer
-
-
-def udp_probe(
-    lab: Lab, ns: str, address: str, port: int, *, source: str | None = None,
-    timeout_s: float = NEGATIVE_S,
-) -> str:  # fmt: skip
-    """The peer address the echo server saw, "refused" (ICMP port unreachable) or "dropped"."""
-    with lab.socket(ns, socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout_s)
-        sock.bind((source or "0.0.0.0", 0))
-        sock.connect((address, port))
-        try:
-            sock.send(b"ping")
-            reply = sock.recv(2048).decode()
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return "dropped"
-    peer, _, data = reply.partition(" ")
-    assert data == "ping", reply
-    return peer
 
 
 def icmp_echo(lab: Lab, ns: str, address: str, *, timeout_s: float = NEGATIVE_S) -> bool:
