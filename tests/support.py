@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address
+from typing import TypeVar
 
-from igd.natcore import ConnectionProps, InvalidTargetError, MediaType, make_connection
+import pytest
+
+from igd.natcore import (
+    ConnectionProps,
+    Event,
+    InvalidTargetError,
+    MediaType,
+    SharingConfiguration,
+    SharingManager,
+    make_connection,
+)
 
 LAN_GATEWAY = IPv4Address("198.18.0.1")
 LAN_HOST = IPv4Address("198.18.0.10")
@@ -39,3 +52,36 @@ async def fake_resolver(name: str) -> IPv4Address:
     if name not in hosts:
         raise InvalidTargetError(f"target name {name!r} does not resolve")
     return hosts[name]
+
+
+# ---- core helpers shared by the unit suites ------------------------------------------------------
+
+E = TypeVar("E")
+T = TypeVar("T")
+
+
+async def drain(items: AsyncIterator[T], quiet: float = 0.05) -> list[T]:
+    """Every item already available (events are published before the change's await returns)."""
+    received: list[T] = []
+    while True:
+        try:
+            async with asyncio.timeout(quiet):
+                received.append(await anext(items))
+        except (TimeoutError, StopAsyncIteration):
+            return received
+
+
+async def wait_for_event(events: AsyncIterator[Event], kind: type[E], within: float = 1.0) -> E:
+    """The next event of `kind`, skipping others; fails the test after `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            async for event in events:
+                if isinstance(event, kind):
+                    return event
+    except TimeoutError:
+        pytest.fail(f"no {kind.__name__} within {within} s")
+    pytest.fail(f"the event stream ended before a {kind.__name__}")
+
+
+def config(core: SharingManager, name: str) -> SharingConfiguration:
+    return core.configuration_for(core.find_connection(name=name))

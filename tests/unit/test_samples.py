@@ -12,10 +12,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import pytest
-from support import LAN_GATEWAY, LAN_HOST, LAN_HOST2, WAN_ADDRESS, FakeClock, lab_connections
+from support import (
+    LAN_GATEWAY,
+    LAN_HOST,
+    LAN_HOST2,
+    WAN_ADDRESS,
+    FakeClock,
+    config,
+    drain,
+    lab_connections,
+    wait_for_event,
+)
 
 from igd.natcore import (
     ConflictError,
@@ -23,7 +33,6 @@ from igd.natcore import (
     ConnectionNotFoundError,
     ConnectionProps,
     ConnectionStatus,
-    Event,
     ExternalAddressChanged,
     InvalidAddressError,
     InvalidPortError,
@@ -66,34 +75,8 @@ NEW_WAN = IPv4Address("198.19.0.2")
 E_INVALIDARG = 0x80070057
 FILE_NOT_FOUND = 0x80070002  # HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), T16
 
-E = TypeVar("E")
-T = TypeVar("T")
-
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-async def drain(items: AsyncIterator[T], quiet: float = 0.05) -> list[T]:
-    """Every item already available (events are published before the change's await returns)."""
-    received: list[T] = []
-    while True:
-        try:
-            async with asyncio.timeout(quiet):
-                received.append(await anext(items))
-        except (TimeoutError, StopAsyncIteration):
-            return received
-
-
-async def wait_for_event(events: AsyncIterator[Event], kind: type[E], within: float = 1.0) -> E:
-    """The next event of `kind`, skipping others; fails the test after `within` seconds."""
-    try:
-        async with asyncio.timeout(within):
-            async for event in events:
-                if isinstance(event, kind):
-                    return event
-    except TimeoutError:
-        pytest.fail(f"no {kind.__name__} within {within} s")
-    pytest.fail(f"the event stream ended before a {kind.__name__}")
 
 
 async def close_iterator(iterator: AsyncIterator[Any]) -> None:
@@ -101,10 +84,6 @@ async def close_iterator(iterator: AsyncIterator[Any]) -> None:
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-def config(core: SharingManager, name: str) -> SharingConfiguration:
-    return core.configuration_for(core.find_connection(name=name))
 
 
 def wan_with(address: str) -> list[ConnectionProps]:

@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 import pytest
-from support import LAN_HOST, LAN_HOST2, WAN_ADDRESS, FakeClock, fake_resolver, lab_connections
+from support import (
+    LAN_HOST,
+    LAN_HOST2,
+    WAN_ADDRESS,
+    FakeClock,
+    config,
+    drain,
+    fake_resolver,
+    lab_connections,
+    wait_for_event,
+)
 
 from igd.natcore import (
     BackendError,
@@ -45,7 +55,6 @@ from igd.natcore import (
     RemovalReason,
     SharingCause,
     SharingChanged,
-    SharingConfiguration,
     SharingConnectionEnumFlags,
     SharingConnectionType,
     SharingManager,
@@ -68,37 +77,9 @@ E_INVALIDARG = 0x80070057
 E_NOINTERFACE = 0x80004002
 
 E = TypeVar("E")
-T = TypeVar("T")
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-async def drain(items: AsyncIterator[T], quiet: float = 0.05) -> list[T]:
-    """Every item already available (events are published before the change's await returns)."""
-    received: list[T] = []
-    while True:
-        try:
-            async with asyncio.timeout(quiet):
-                received.append(await anext(items))
-        except (TimeoutError, StopAsyncIteration):
-            return received
-
-
-async def wait_for_event(events: AsyncIterator[Event], kind: type[E], within: float = 1.0) -> E:
-    """The next event of `kind`, skipping others; fails the test after `within` seconds."""
-    try:
-        async with asyncio.timeout(within):
-            async for event in events:
-                if isinstance(event, kind):
-                    return event
-    except TimeoutError:
-        pytest.fail(f"no {kind.__name__} within {within} s")
-    pytest.fail(f"the event stream ended before a {kind.__name__}")
-
-
-def config(core: SharingManager, name: str) -> SharingConfiguration:
-    return core.configuration_for(core.find_connection(name=name))
 
 
 def roles(core: SharingManager) -> dict[str, SharingConnectionType | None]:
